@@ -1,0 +1,44 @@
+# floe — `make demo` and `make test` are all a fresh machine needs.
+# Slow artefacts (the cargo target dir, the tansu broker) are cached outside the clone.
+
+CACHE ?= $(HOME)/.cache/floe
+export CARGO_TARGET_DIR ?= $(CACHE)/target
+TANSU_VERSION := 0.6.0
+TANSU := $(CACHE)/tansu/bin/tansu
+export FLOE_TANSU := $(TANSU)
+FLOE := $(CARGO_TARGET_DIR)/debug/floe
+
+.PHONY: help demo test build tansu bench fmt lint clean-demo
+
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort
+
+# tansu builds on about one core, so it runs beside the project's own build (make -j2).
+$(TANSU):
+	CARGO_TARGET_DIR=$(CACHE)/tansu-target cargo install tansu --version $(TANSU_VERSION) \
+		--locked --features dynostore,libsql --root $(CACHE)/tansu
+	rm -rf $(CACHE)/tansu-target
+
+tansu: $(TANSU) ## Install the tansu Kafka broker into the cache
+
+build: ## Build floe, its tests and its binaries (debug)
+	cargo build --workspace --bins --tests
+
+test: ## Run every test: unit tests and end-to-end tests against a real broker
+	$(MAKE) -j2 tansu build
+	cargo test --workspace -- --test-threads=1
+
+demo: ## Broker + load generator + floe into DuckDB, live progress, then what landed
+	$(MAKE) -j2 tansu build
+	FLOE=$(FLOE) TANSU=$(TANSU) bash scripts/demo.sh
+
+bench: tansu ## Raw consume+parse vs floe end to end (release build)
+	cargo build --release --workspace --bins
+	TANSU=$(TANSU) FLOE=$(CARGO_TARGET_DIR)/release/floe bash scripts/bench.sh
+
+fmt: ## Format the code
+	cargo fmt --all
+
+lint: ## Formatting and clippy, warnings are errors
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings

@@ -1,0 +1,282 @@
+//! Micro-batches: the changes held between two flushes, deduplicated per table and key.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::change::{Column, Op, RowChange, Value};
+
+/// The last change of one key within a batch, with the Kafka position it came from.
+#[derive(Debug, Clone)]
+pub struct PendingRow {
+    pub change: RowChange,
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// The changes of one table, one per key.
+#[derive(Debug, Default)]
+pub struct TableBatch {
+    rows: HashMap<String, usize>,
+    pub pending: Vec<PendingRow>,
+}
+
+impl TableBatch {
+    /// Every column any row of the batch carries, in order of first appearance.
+    pub fn columns(&self) -> Vec<Column> {
+        let mut out: Vec<Column> = Vec::new();
+        let mut last_schema: Option<*const crate::change::TableSchema> = None;
+        for row in &self.pending {
+            let schema = &row.change.schema;
+            // Rows of one topic share their schema Arc; skip the scan when unchanged.
+            if last_schema == Some(Arc::as_ptr(schema)) {
+                continue;
+            }
+            last_schema = Some(Arc::as_ptr(schema));
+            for column in &schema.columns {
+                if !out.iter().any(|c| c.name == column.name) {
+                    out.push(column.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// Key column names, taken from the newest row.
+    pub fn key_columns(&self) -> Vec<String> {
+        self.pending
+            .last()
+            .map(|r| {
+                r.change
+                    .schema
+                    .key
+                    .iter()
+                    .map(|&i| r.change.schema.columns[i].name.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Keeps only the rows `keep` accepts.
+    pub fn retain(&mut self, keep: impl Fn(&PendingRow) -> bool) {
+        self.pending.retain(|r| keep(r));
+        self.rows = self
+            .pending
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.change.key_repr(), i))
+            .collect();
+    }
+
+    fn add(&mut self, change: RowChange, topic: &Arc<str>, partition: i32, offset: i64) {
+        let key = change.key_repr();
+        let row = PendingRow {
+            change,
+            topic: topic.clone(),
+            partition,
+            offset,
+        };
+        match self.rows.get(&key) {
+            Some(&idx) => {
+                let older = std::mem::replace(&mut self.pending[idx], row);
+                fill_unavailable(&mut self.pending[idx].change, &older.change);
+            }
+            None => {
+                self.rows.insert(key, self.pending.len());
+                self.pending.push(row);
+            }
+        }
+    }
+}
+
+/// A TOASTed column in a newer change keeps the value an older change of the same batch
+/// set, so that deduplication never loses an update the target has not seen.
+fn fill_unavailable(newer: &mut RowChange, older: &RowChange) {
+    if older.op == Op::Delete || !newer.values.contains(&Value::Unavailable) {
+        return;
+    }
+    for (i, value) in newer.values.iter_mut().enumerate() {
+        if *value != Value::Unavailable {
+            continue;
+        }
+        let name = &newer.schema.columns[i].name;
+        if let Some(j) = older.schema.index_of(name) {
+            *value = older.values[j].clone();
+        }
+    }
+}
+
+/// Everything one flush applies, in one sink transaction.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub tables: BTreeMap<Arc<str>, TableBatch>,
+    /// Tables truncated at the source; emptied before this batch's rows are merged.
+    pub truncates: BTreeSet<Arc<str>>,
+    /// Per (topic, partition): the next offset to consume once this batch is applied.
+    pub offsets: BTreeMap<(Arc<str>, i32), i64>,
+    /// Messages this batch accounts for, loaded or skipped.
+    pub messages: usize,
+    /// Row changes added (before deduplication).
+    pub row_events: usize,
+    pub started: Option<Instant>,
+}
+
+impl Batch {
+    pub fn is_empty(&self) -> bool {
+        self.messages == 0
+    }
+
+    /// Records that a message was handled, whatever it carried.
+    pub fn advance(&mut self, topic: &Arc<str>, partition: i32, offset: i64) {
+        self.started.get_or_insert_with(Instant::now);
+        self.messages += 1;
+        let next = self.offsets.entry((topic.clone(), partition)).or_insert(0);
+        *next = (*next).max(offset + 1);
+    }
+
+    pub fn add_row(&mut self, change: RowChange, topic: &Arc<str>, partition: i32, offset: i64) {
+        self.row_events += 1;
+        self.tables
+            .entry(change.table.clone())
+            .or_default()
+            .add(change, topic, partition, offset);
+    }
+
+    /// Rows merged earlier in this batch are dropped: the truncate erases them anyway.
+    pub fn truncate(&mut self, table: Arc<str>) {
+        self.tables.remove(&table);
+        self.truncates.insert(table);
+    }
+
+    /// Distinct rows across tables.
+    pub fn rows(&self) -> usize {
+        self.tables.values().map(|t| t.pending.len()).sum()
+    }
+
+    pub fn age_ms(&self) -> u128 {
+        self.started.map_or(0, |s| s.elapsed().as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::change::{ColumnType, SourcePosition, TableSchema};
+
+    fn schema() -> Arc<TableSchema> {
+        Arc::new(TableSchema {
+            columns: vec![
+                Column {
+                    name: "id".into(),
+                    ty: ColumnType::Int64,
+                },
+                Column {
+                    name: "bio".into(),
+                    ty: ColumnType::Text,
+                },
+                Column {
+                    name: "n".into(),
+                    ty: ColumnType::Int64,
+                },
+            ],
+            key: vec![0],
+        })
+    }
+
+    fn change(op: Op, id: i64, bio: Value, n: i64) -> RowChange {
+        RowChange {
+            table: "t".into(),
+            op,
+            schema: schema(),
+            values: vec![Value::Int(id), bio, Value::Int(n)],
+            source: SourcePosition::default(),
+        }
+    }
+
+    #[test]
+    fn last_change_per_key_wins() {
+        let mut b = Batch::default();
+        let topic: Arc<str> = "x".into();
+        for (off, (op, id, n)) in [
+            (Op::Insert, 1, 1),
+            (Op::Update, 1, 2),
+            (Op::Insert, 2, 9),
+            (Op::Delete, 1, 0),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            b.advance(&topic, 0, off as i64);
+            b.add_row(change(op, id, Value::Null, n), &topic, 0, off as i64);
+        }
+        let t = &b.tables["t"];
+        assert_eq!(t.pending.len(), 2);
+        assert_eq!(t.pending[0].change.op, Op::Delete);
+        assert_eq!(t.pending[0].offset, 3);
+        assert_eq!(b.offsets[&(topic, 0)], 4);
+        assert_eq!(b.row_events, 4);
+    }
+
+    #[test]
+    fn delete_then_insert_ends_present() {
+        let mut b = Batch::default();
+        b.add_row(change(Op::Delete, 1, Value::Null, 0), &"x".into(), 0, 0);
+        b.add_row(
+            change(Op::Insert, 1, Value::Text("x".into()), 5),
+            &"x".into(),
+            0,
+            1,
+        );
+        let row = &b.tables["t"].pending[0];
+        assert_eq!(row.change.op, Op::Insert);
+        assert_eq!(row.change.values[2], Value::Int(5));
+    }
+
+    #[test]
+    fn toast_placeholder_takes_value_from_earlier_change_in_batch() {
+        let mut b = Batch::default();
+        b.add_row(
+            change(Op::Update, 1, Value::Text("long".into()), 1),
+            &"x".into(),
+            0,
+            0,
+        );
+        b.add_row(
+            change(Op::Update, 1, Value::Unavailable, 2),
+            &"x".into(),
+            0,
+            1,
+        );
+        let row = &b.tables["t"].pending[0];
+        assert_eq!(row.change.values[1], Value::Text("long".into()));
+        assert_eq!(row.change.values[2], Value::Int(2));
+    }
+
+    #[test]
+    fn toast_after_delete_stays_unavailable() {
+        let mut b = Batch::default();
+        b.add_row(change(Op::Delete, 1, Value::Null, 0), &"x".into(), 0, 0);
+        b.add_row(
+            change(Op::Update, 1, Value::Unavailable, 2),
+            &"x".into(),
+            0,
+            1,
+        );
+        assert_eq!(
+            b.tables["t"].pending[0].change.values[1],
+            Value::Unavailable
+        );
+    }
+
+    #[test]
+    fn truncate_drops_earlier_rows_of_that_table() {
+        let mut b = Batch::default();
+        b.add_row(change(Op::Insert, 1, Value::Null, 0), &"x".into(), 0, 0);
+        b.truncate("t".into());
+        b.add_row(change(Op::Insert, 2, Value::Null, 0), &"x".into(), 0, 2);
+        assert!(b.truncates.contains("t"));
+        assert_eq!(b.tables["t"].pending.len(), 1);
+        assert_eq!(b.tables["t"].pending[0].change.values[0], Value::Int(2));
+    }
+}

@@ -1,0 +1,86 @@
+//! The `floe` command line.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+use crate::generate::Profile;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "floe",
+    version,
+    about = "Debezium change events from Kafka, MERGE-loaded into a warehouse"
+)]
+pub struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the pipeline until SIGTERM/SIGINT.
+    Run {
+        /// TOML configuration file; without it, defaults and FLOE_* variables apply.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Write a generated Debezium change stream to a topic.
+    Generate {
+        #[arg(long, default_value = "127.0.0.1:9092", env = "FLOE_KAFKA_BROKERS")]
+        brokers: String,
+        #[arg(long, default_value = "dbserver1.public.transactions")]
+        topic: String,
+        #[arg(long, value_enum, default_value = "transactions")]
+        profile: Profile,
+        /// Number of changes (a delete also writes its tombstone).
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+        /// Size of the key space.
+        #[arg(long, default_value_t = 10_000)]
+        keys: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Events per second; 0 sends as fast as the broker takes them.
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        /// Partitions of the topic when floe creates it.
+        #[arg(long, default_value_t = 3)]
+        partitions: i32,
+    },
+    /// Show a consumer group's committed offsets against the topic's high watermarks.
+    Progress {
+        #[arg(long, default_value = "127.0.0.1:9092", env = "FLOE_KAFKA_BROKERS")]
+        brokers: String,
+        #[arg(long, default_value = "floe", env = "FLOE_KAFKA_GROUP")]
+        group: String,
+        #[arg(long)]
+        topic: String,
+        /// Wait up to this many seconds until the group has caught up; exit 1 if it has not.
+        #[arg(long)]
+        wait: Option<u64>,
+    },
+    /// Run a read-only SQL query against a DuckDB file floe is not running on.
+    Query {
+        #[arg(long, env = "FLOE_DUCKDB_PATH", default_value = "floe.duckdb")]
+        duckdb: PathBuf,
+        sql: String,
+    },
+    /// Benchmark baseline: consume a topic from the beginning and parse every value with
+    /// serde_json, nothing else; prints events/s.
+    #[command(hide = true)]
+    RawConsume {
+        #[arg(long, default_value = "127.0.0.1:9092")]
+        brokers: String,
+        #[arg(long)]
+        topic: String,
+    },
+}

@@ -1,0 +1,409 @@
+//! floe's configuration: one typed tree, read from TOML, with environment overrides.
+//!
+//! Every key has a default (see `floe.example.toml` and the README). Unknown keys are
+//! errors. Each setting can be overridden by the environment variable listed in
+//! [`ENV_OVERRIDES`]; secrets belong there, never in the file.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: &'static str, message: String },
+    #[error("invalid setting {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub sink: SinkConfig,
+    pub batch: BatchConfig,
+    pub runtime: RuntimeConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port…]`.
+    pub brokers: String,
+    /// Topics carrying Debezium change events.
+    pub topics: Vec<String>,
+    /// Consumer group; floe commits applied offsets here so that lag tools see progress.
+    pub group: String,
+    pub assignment: Assignment,
+    /// Extra librdkafka properties (for example TLS or SASL settings).
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            topics: Vec::new(),
+            group: "floe".into(),
+            assignment: Assignment::Group,
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// How this process obtains partitions.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Assignment {
+    /// Kafka's consumer-group protocol: several floe processes share the partitions.
+    Group,
+    /// This process reads every partition of its topics; a restart resumes at once.
+    All,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinkConfig {
+    pub kind: SinkKind,
+    /// Mark deleted rows with `_floe_deleted = true` instead of removing them.
+    pub soft_delete: bool,
+    /// What a source TRUNCATE does to the target table.
+    pub truncate: TruncateMode,
+    pub duckdb: DuckDbConfig,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        Self {
+            kind: SinkKind::Duckdb,
+            soft_delete: false,
+            truncate: TruncateMode::Apply,
+            duckdb: DuckDbConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum SinkKind {
+    Duckdb,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum TruncateMode {
+    Apply,
+    Ignore,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DuckDbConfig {
+    pub path: PathBuf,
+}
+
+impl Default for DuckDbConfig {
+    fn default() -> Self {
+        Self {
+            path: PathBuf::from("floe.duckdb"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// A flush starts once a batch holds this many rows.
+    pub max_rows: usize,
+    /// …or once its oldest row has waited this long, even if no new message arrives.
+    pub max_age_ms: u64,
+    /// While the sink is busy a batch keeps growing (a large MERGE costs little more than
+    /// a small one); at this many rows consumption pauses until the sink catches up.
+    pub max_pending_rows: usize,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            max_rows: 20_000,
+            max_age_ms: 500,
+            max_pending_rows: 500_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// On SIGTERM/SIGINT: stop fetching, flush and commit within this deadline.
+    pub shutdown_timeout_ms: u64,
+    /// Interval of the `consumed=… loaded=…` stats line; 0 turns it off.
+    pub stats_interval_ms: u64,
+    /// Pause between attempts when the sink fails; floe never drops a batch.
+    pub sink_retry_ms: u64,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            shutdown_timeout_ms: 30_000,
+            stats_interval_ms: 5_000,
+            sink_retry_ms: 1_000,
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Text,
+    List,
+    Int,
+    Bool,
+}
+
+/// Environment variable → setting. Every setting has one.
+pub const ENV_OVERRIDES: &[(&str, &str)] = &[
+    ("FLOE_KAFKA_BROKERS", "kafka.brokers"),
+    ("FLOE_KAFKA_TOPICS", "kafka.topics"),
+    ("FLOE_KAFKA_GROUP", "kafka.group"),
+    ("FLOE_KAFKA_ASSIGNMENT", "kafka.assignment"),
+    ("FLOE_SINK", "sink.kind"),
+    ("FLOE_SINK_SOFT_DELETE", "sink.soft_delete"),
+    ("FLOE_SINK_TRUNCATE", "sink.truncate"),
+    ("FLOE_DUCKDB_PATH", "sink.duckdb.path"),
+    ("FLOE_BATCH_MAX_ROWS", "batch.max_rows"),
+    ("FLOE_BATCH_MAX_AGE_MS", "batch.max_age_ms"),
+    ("FLOE_BATCH_MAX_PENDING_ROWS", "batch.max_pending_rows"),
+    ("FLOE_SHUTDOWN_TIMEOUT_MS", "runtime.shutdown_timeout_ms"),
+    ("FLOE_STATS_INTERVAL_MS", "runtime.stats_interval_ms"),
+    ("FLOE_SINK_RETRY_MS", "runtime.sink_retry_ms"),
+];
+
+fn kind_of(path: &str) -> Kind {
+    match path {
+        "kafka.topics" => Kind::List,
+        "sink.soft_delete" => Kind::Bool,
+        p if p.starts_with("batch.") || p.starts_with("runtime.") => Kind::Int,
+        _ => Kind::Text,
+    }
+}
+
+impl Config {
+    /// Reads `path` (if given) and applies the process environment.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.to_path_buf(),
+                source,
+            })?,
+            None => String::new(),
+        };
+        let name = path.map_or_else(|| "<defaults>".to_string(), |p| p.display().to_string());
+        Self::from_toml(&name, &text, |var| std::env::var(var).ok())
+    }
+
+    /// Parses TOML text and applies overrides looked up through `env`.
+    pub fn from_toml(
+        name: &str,
+        text: &str,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: name.to_string(),
+            message: e.to_string(),
+        })?;
+        for (var, path) in ENV_OVERRIDES {
+            if let Some(raw) = env(var) {
+                set_path(&mut table, path, env_value(var, kind_of(path), &raw)?);
+            }
+        }
+        let config: Config =
+            Config::deserialize(toml::Value::Table(table)).map_err(|e| ConfigError::Parse {
+                path: name.to_string(),
+                message: e.to_string(),
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_string(),
+            })
+        };
+        if self.kafka.topics.is_empty() {
+            return invalid(
+                "kafka.topics",
+                "no topics to consume (set kafka.topics or FLOE_KAFKA_TOPICS)",
+            );
+        }
+        if self.kafka.topics.iter().any(|t| t.trim().is_empty()) {
+            return invalid("kafka.topics", "a topic name is empty");
+        }
+        if self.kafka.brokers.trim().is_empty() {
+            return invalid("kafka.brokers", "must name at least one broker");
+        }
+        if self.batch.max_rows == 0 {
+            return invalid("batch.max_rows", "must be at least 1");
+        }
+        if self.batch.max_pending_rows < self.batch.max_rows {
+            return invalid("batch.max_pending_rows", "must be at least batch.max_rows");
+        }
+        Ok(())
+    }
+}
+
+fn env_value(var: &'static str, kind: Kind, raw: &str) -> Result<toml::Value, ConfigError> {
+    Ok(match kind {
+        Kind::Text => toml::Value::String(raw.to_string()),
+        Kind::List => toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| toml::Value::String(s.to_string()))
+                .collect(),
+        ),
+        Kind::Int => toml::Value::Integer(raw.trim().parse().map_err(|_| ConfigError::Env {
+            var,
+            message: format!("expected a non-negative integer, got {raw:?}"),
+        })?),
+        Kind::Bool => toml::Value::Boolean(match raw.trim() {
+            "true" | "1" => true,
+            "false" | "0" => false,
+            _ => {
+                return Err(ConfigError::Env {
+                    var,
+                    message: format!("expected true or false, got {raw:?}"),
+                })
+            }
+        }),
+    })
+}
+
+fn set_path(table: &mut toml::Table, path: &str, value: toml::Value) {
+    let mut parts = path.split('.').peekable();
+    let mut current = table;
+    while let Some(part) = parts.next() {
+        if parts.peek().is_none() {
+            current.insert(part.to_string(), value);
+            return;
+        }
+        let entry = current
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if !entry.is_table() {
+            *entry = toml::Value::Table(toml::Table::new());
+        }
+        match entry.as_table_mut() {
+            Some(t) => current = t,
+            None => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn defaults_need_only_topics() {
+        let c = Config::from_toml("t", "[kafka]\ntopics = [\"a\"]\n", no_env).unwrap();
+        assert_eq!(c.kafka.assignment, Assignment::Group);
+        assert_eq!(c.sink.duckdb.path, PathBuf::from("floe.duckdb"));
+        assert_eq!(c.batch.max_rows, 20_000);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = Config::from_toml(
+            "floe.toml",
+            "[kafka]\ntopics=[\"a\"]\nbrokerz = \"x\"\n",
+            no_env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("brokerz"), "{err}");
+        assert!(err.contains("floe.toml"), "{err}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let err = Config::from_toml(
+            "f",
+            "[kafka]\ntopics=[\"a\"]\n[batch]\nmax_rows = \"many\"\n",
+            no_env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("max_rows"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides_file() {
+        let env = |var: &str| -> Option<String> {
+            match var {
+                "FLOE_KAFKA_BROKERS" => Some("k1:9092,k2:9092".into()),
+                "FLOE_KAFKA_TOPICS" => Some("a, b,c".into()),
+                "FLOE_KAFKA_GROUP" => Some("g".into()),
+                "FLOE_KAFKA_ASSIGNMENT" => Some("all".into()),
+                "FLOE_SINK" => Some("duckdb".into()),
+                "FLOE_DUCKDB_PATH" => Some("/tmp/x.duckdb".into()),
+                "FLOE_BATCH_MAX_ROWS" => Some("123".into()),
+                "FLOE_BATCH_MAX_AGE_MS" => Some("7".into()),
+                _ => None,
+            }
+        };
+        let c = Config::from_toml("f", "[kafka]\ntopics=[\"z\"]\n[batch]\nmax_rows = 5\n", env)
+            .unwrap();
+        assert_eq!(c.kafka.brokers, "k1:9092,k2:9092");
+        assert_eq!(c.kafka.topics, vec!["a", "b", "c"]);
+        assert_eq!(c.kafka.group, "g");
+        assert_eq!(c.kafka.assignment, Assignment::All);
+        assert_eq!(c.sink.kind, SinkKind::Duckdb);
+        assert_eq!(c.sink.duckdb.path, PathBuf::from("/tmp/x.duckdb"));
+        assert_eq!(c.batch.max_rows, 123);
+        assert_eq!(c.batch.max_age_ms, 7);
+    }
+
+    #[test]
+    fn bad_environment_value_names_the_variable() {
+        let env = |var: &str| (var == "FLOE_BATCH_MAX_ROWS").then(|| "lots".to_string());
+        let err = Config::from_toml("f", "[kafka]\ntopics=[\"a\"]\n", env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("FLOE_BATCH_MAX_ROWS"), "{err}");
+        let env = |var: &str| (var == "FLOE_KAFKA_ASSIGNMENT").then(|| "some".to_string());
+        let err = Config::from_toml("f", "[kafka]\ntopics=[\"a\"]\n", env)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("assignment") || err.contains("some"), "{err}");
+    }
+
+    #[test]
+    fn example_file_documents_the_defaults() {
+        let text = include_str!("../../floe.example.toml");
+        let parsed = Config::from_toml("floe.example.toml", text, no_env).unwrap();
+        let mut defaults = Config::default();
+        defaults.kafka.topics = vec!["dbserver1.public.transactions".into()];
+        assert_eq!(parsed, defaults);
+    }
+
+    #[test]
+    fn missing_topics_is_refused() {
+        let err = Config::from_toml("f", "", no_env).unwrap_err().to_string();
+        assert!(err.contains("kafka.topics"), "{err}");
+    }
+}

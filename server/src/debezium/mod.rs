@@ -1,0 +1,87 @@
+//! Decoding Debezium change events (JSON, PostgreSQL connector) into [`Change`]s.
+//!
+//! Accepts the Kafka Connect JsonConverter envelope (`{"schema", "payload"}`) and bare
+//! payloads, for keys and values alike. Typed values follow the schema when the message
+//! carries one; a bare payload is loaded as its JSON types.
+
+mod message;
+mod schema;
+mod values;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+
+use crate::change::{Change, Event, KafkaPosition};
+
+pub use values::TOAST_PLACEHOLDER;
+
+/// Why a message could not be decoded. Every variant is category `decode`.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DecodeError {
+    #[error("value is not valid JSON: {0}")]
+    Json(String),
+    #[error("value is not a Debezium change event: {0}")]
+    NotAnEvent(String),
+    #[error("unknown op {0:?} (expected c, u, d, r, t or m)")]
+    UnknownOp(String),
+    #[error("invalid schema: {0}")]
+    Schema(String),
+    #[error("invalid key: {0}")]
+    Key(String),
+    #[error("column {column:?}: {reason}")]
+    Column { column: String, reason: String },
+}
+
+/// Parsed column layouts, keyed by the hash of the schema's JSON text: a schema-enveloped
+/// topic repeats the same schema in every message, so it is parsed once.
+#[derive(Default)]
+pub struct Decoder {
+    schemas: HashMap<u64, Arc<Vec<schema::ColumnDecoder>>>,
+}
+
+impl Decoder {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Decodes one Kafka message. `key` and `value` are the raw message bytes.
+    pub fn decode(
+        &mut self,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        kafka: KafkaPosition,
+    ) -> Result<Change, DecodeError> {
+        let event = message::decode_event(self, key, value)?;
+        Ok(Change { kafka, event })
+    }
+
+    fn columns_for(
+        &mut self,
+        raw_schema: &str,
+    ) -> Result<Arc<Vec<schema::ColumnDecoder>>, DecodeError> {
+        let mut hasher = DefaultHasher::new();
+        raw_schema.hash(&mut hasher);
+        let id = hasher.finish();
+        if let Some(found) = self.schemas.get(&id) {
+            return Ok(found.clone());
+        }
+        let envelope: schema::FieldSchema = serde_json::from_str(raw_schema)
+            .map_err(|e| DecodeError::Schema(format!("schema is not a Connect schema: {e}")))?;
+        let columns = Arc::new(schema::row_columns(&envelope)?);
+        // Bounded: a topic whose schema changes on every message must not grow memory.
+        if self.schemas.len() >= 1024 {
+            self.schemas.clear();
+        }
+        self.schemas.insert(id, columns.clone());
+        Ok(columns)
+    }
+}
+
+/// True when the event carries nothing to load but must still be committed.
+pub fn is_skip(event: &Event) -> bool {
+    matches!(event, Event::Skip(_))
+}

@@ -1,0 +1,447 @@
+use std::path::PathBuf;
+
+use super::*;
+use crate::change::{ColumnType, Event, Op, SkipReason, Value};
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/debezium")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn pos() -> KafkaPosition {
+    KafkaPosition {
+        topic: "t".into(),
+        partition: 2,
+        offset: 40,
+    }
+}
+
+fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Event, DecodeError> {
+    Decoder::new().decode(key, value, pos()).map(|c| c.event)
+}
+
+fn row(event: Event) -> crate::change::RowChange {
+    match event {
+        Event::Row(r) => r,
+        other => panic!("expected a row, got {other:?}"),
+    }
+}
+
+fn value_of<'a>(r: &'a crate::change::RowChange, column: &str) -> &'a Value {
+    let i = r
+        .schema
+        .index_of(column)
+        .unwrap_or_else(|| panic!("no column {column}"));
+    &r.values[i]
+}
+
+const ID_KEY: &[u8] = br#"{"id": 1}"#;
+
+#[test]
+fn create_with_schema_envelope() {
+    let r = row(decode(
+        Some(ID_KEY),
+        Some(&fixture("pg-docs-create-customers.value.with-schema.json")),
+    )
+    .unwrap());
+    assert_eq!(r.op, Op::Insert);
+    assert_eq!(&*r.table, "customers");
+    assert_eq!(r.schema.columns.len(), 4);
+    assert_eq!(r.schema.columns[0].ty, ColumnType::Int32);
+    assert_eq!(r.schema.key, vec![0]);
+    assert_eq!(value_of(&r, "id"), &Value::Int(1));
+    assert_eq!(
+        value_of(&r, "email"),
+        &Value::Text("annek@noanswer.org".into())
+    );
+    assert_eq!(r.source.lsn, Some(24023128));
+    assert_eq!(r.source.tx_id, Some(555));
+    assert_eq!(r.source.ts_ms, Some(1559033904863));
+    assert!(r.source.snapshot);
+}
+
+#[test]
+fn create_payload_only_is_typed_by_json() {
+    let r = row(decode(
+        Some(ID_KEY),
+        Some(&fixture("pg-docs-create-customers.value.payload-only.json")),
+    )
+    .unwrap());
+    assert_eq!(r.op, Op::Insert);
+    assert_eq!(r.schema.columns[0].ty, ColumnType::Int64);
+    assert_eq!(r.schema.columns[1].name, "first_name");
+    assert_eq!(value_of(&r, "first_name"), &Value::Text("Anne".into()));
+}
+
+#[test]
+fn update_and_snapshot_string_flags() {
+    let r = row(decode(
+        Some(br#"{"id":1005}"#),
+        Some(&fixture(
+            "pg-examples-kafka-ssl-create.value.payload-only.json",
+        )),
+    )
+    .unwrap());
+    assert!(!r.source.snapshot, "snapshot \"false\" as a string");
+    assert_eq!(r.source.lsn, Some(34466480));
+    let r = row(decode(
+        Some(br#"{"id":1001}"#),
+        Some(&fixture(
+            "pg-examples-snapshot-read.value.payload-only.json",
+        )),
+    )
+    .unwrap());
+    assert_eq!(r.op, Op::Read);
+    assert!(r.source.snapshot, "snapshot \"true\" as a string");
+    let r = row(decode(
+        Some(ID_KEY),
+        Some(&fixture(
+            "pg-docs-update-customers-replica-identity-default.value.payload-only.json",
+        )),
+    )
+    .unwrap());
+    assert_eq!(r.op, Op::Update);
+    assert_eq!(
+        value_of(&r, "first_name"),
+        &Value::Text("Anne Marie".into())
+    );
+}
+
+#[test]
+fn delete_with_key_only_before_image() {
+    let r = row(decode(
+        Some(ID_KEY),
+        Some(&fixture(
+            "pg-docs-delete-customers-replica-identity-default.value.payload-only.json",
+        )),
+    )
+    .unwrap());
+    assert_eq!(r.op, Op::Delete);
+    assert_eq!(value_of(&r, "id"), &Value::Int(1));
+    assert_eq!(r.source.lsn, Some(46523128));
+}
+
+#[test]
+fn toast_placeholder_is_unavailable() {
+    let r = row(decode(
+        Some(br#"{"id":1004}"#),
+        Some(&fixture(
+            "pg-blog-update-toast-unavailable-value.value.payload-only.json",
+        )),
+    )
+    .unwrap());
+    assert_eq!(value_of(&r, "biography"), &Value::Unavailable);
+    assert_eq!(value_of(&r, "last_name"), &Value::Text("Kretchmar".into()));
+}
+
+#[test]
+fn tombstones_messages_and_transaction_markers_are_skipped() {
+    assert_eq!(
+        decode(Some(ID_KEY), None).unwrap(),
+        Event::Skip(SkipReason::Tombstone)
+    );
+    assert_eq!(
+        decode(Some(ID_KEY), Some(b"")).unwrap(),
+        Event::Skip(SkipReason::Tombstone)
+    );
+    assert_eq!(
+        decode(
+            Some(ID_KEY),
+            Some(&fixture(
+                "tombstone-legacy-jsonconverter-envelope.value.json"
+            ))
+        )
+        .unwrap(),
+        Event::Skip(SkipReason::Tombstone)
+    );
+    for f in [
+        "pg-docs-message-transactional.value.payload-only.json",
+        "pg-docs-message-event.value.payload-only.json",
+    ] {
+        assert_eq!(
+            decode(
+                Some(&fixture("pg-docs-message-event.key.payload-only.json")),
+                Some(&fixture(f))
+            )
+            .unwrap(),
+            Event::Skip(SkipReason::LogicalMessage),
+            "{f}"
+        );
+    }
+    for f in [
+        "pg-docs-transaction-begin.json",
+        "pg-docs-transaction-end.json",
+    ] {
+        assert_eq!(
+            decode(None, Some(&fixture(f))).unwrap(),
+            Event::Skip(SkipReason::TransactionMarker),
+            "{f}"
+        );
+    }
+}
+
+#[test]
+fn truncate_has_no_key() {
+    let e = decode(
+        None,
+        Some(&fixture(
+            "pg-docs-truncate-customers.value.payload-only.json",
+        )),
+    )
+    .unwrap();
+    assert_eq!(
+        e,
+        Event::Truncate {
+            table: "customers".into()
+        }
+    );
+}
+
+#[test]
+fn zoned_timestamp_and_uuid_json_payloads() {
+    let r = row(decode(
+        Some(ID_KEY),
+        Some(&fixture(
+            "pg-docs-create-zonedtimestamp-column.value.payload-only.json",
+        )),
+    )
+    .unwrap());
+    // Without a schema the value stays the JSON string it is.
+    assert_eq!(
+        value_of(&r, "created_at"),
+        &Value::Text("2011-01-11T16:40:30.123456789+00:00".into())
+    );
+    let r = row(decode(
+        Some(br#"{"id":"406c07f3-26f0-4eea-a50c-109940064b8f"}"#),
+        Some(&fixture(
+            "pg-docs-outbox-create-uuid-jsonb.value.payload-only.json",
+        )),
+    )
+    .unwrap());
+    assert_eq!(
+        r.source.ts_ms,
+        Some(1556890294448),
+        "ts_usec of the 0.x source shape"
+    );
+    assert_eq!(value_of(&r, "timestamp"), &Value::Int(1556890294344));
+}
+
+#[test]
+fn sqlserver_decimal_and_timestamp_with_schema_key() {
+    let key = fixture("sqlserver-debezium-server-delete-decimal.key.with-schema.json");
+    let r = row(decode(
+        Some(&key),
+        Some(&fixture(
+            "sqlserver-debezium-server-delete-decimal.value.with-schema.json",
+        )),
+    )
+    .unwrap());
+    assert_eq!(r.op, Op::Delete);
+    assert_eq!(value_of(&r, "empno"), &Value::Int(11));
+    assert_eq!(value_of(&r, "sal"), &Value::Decimal("200000.0000".into()));
+    assert_eq!(value_of(&r, "comm"), &Value::Decimal("10.0000".into()));
+    assert_eq!(
+        value_of(&r, "hiredate"),
+        &Value::Timestamp(1_562_630_400_000_000)
+    );
+    let sal = &r.schema.columns[r.schema.index_of("sal").unwrap()];
+    assert_eq!(
+        sal.ty,
+        ColumnType::Decimal {
+            precision: Some(19),
+            scale: 4
+        }
+    );
+}
+
+/// An enveloped event with one column of the given Connect schema and JSON value.
+fn typed(field_schema: &str, value: &str) -> Result<Value, DecodeError> {
+    let schema = format!(
+        r#"{{"type":"struct","fields":[
+            {{"type":"struct","optional":true,"field":"before","fields":[{{"type":"int64","optional":false,"field":"id"}},{field_schema}]}},
+            {{"type":"struct","optional":true,"field":"after","fields":[{{"type":"int64","optional":false,"field":"id"}},{field_schema}]}},
+            {{"type":"struct","optional":false,"field":"source","fields":[]}},
+            {{"type":"string","optional":false,"field":"op"}}]}}"#
+    );
+    let msg = format!(
+        r#"{{"schema":{schema},"payload":{{"before":null,"after":{{"id":1,"v":{value}}},"source":{{"table":"t","lsn":5}},"op":"c"}}}}"#
+    );
+    let r = row(decode(Some(ID_KEY), Some(msg.as_bytes()))?);
+    Ok(r.values[1].clone())
+}
+
+fn field(t: &str, name: &str) -> String {
+    format!(r#"{{"type":"{t}","optional":true,"name":"{name}","field":"v"}}"#)
+}
+
+#[test]
+fn every_logical_type() {
+    let dec = |scale: u32| {
+        format!(
+            r#"{{"type":"bytes","optional":true,"name":"org.apache.kafka.connect.data.Decimal","parameters":{{"scale":"{scale}","connect.decimal.precision":"10"}},"field":"v"}}"#
+        )
+    };
+    // 0x3039 = 12345; 0xCFC7 = -12345 in two's complement.
+    assert_eq!(
+        typed(&dec(2), r#""MDk=""#).unwrap(),
+        Value::Decimal("123.45".into())
+    );
+    assert_eq!(
+        typed(&dec(2), r#""z8c=""#).unwrap(),
+        Value::Decimal("-123.45".into())
+    );
+    assert_eq!(
+        typed(&dec(4), r#""AQ==""#).unwrap(),
+        Value::Decimal("0.0001".into())
+    );
+    assert_eq!(
+        typed(&dec(0), r#""AA==""#).unwrap(),
+        Value::Decimal("0".into())
+    );
+    // 17 significant digits would not survive f64.
+    assert_eq!(
+        typed(&dec(2), "12345678901234567.89").unwrap(),
+        Value::Decimal("12345678901234567.89".into())
+    );
+    let vsd = r#"{"type":"struct","optional":true,"name":"io.debezium.data.VariableScaleDecimal","field":"v","fields":[{"type":"int32","field":"scale"},{"type":"bytes","field":"value"}]}"#;
+    assert_eq!(
+        typed(vsd, r#"{"scale":3,"value":"MDk="}"#).unwrap(),
+        Value::Decimal("12.345".into())
+    );
+    assert_eq!(
+        typed(&field("int32", "io.debezium.time.Date"), "19000").unwrap(),
+        Value::Date(19000)
+    );
+    assert_eq!(
+        typed(&field("int32", "io.debezium.time.Time"), "3723004").unwrap(),
+        Value::Time(3_723_004_000)
+    );
+    assert_eq!(
+        typed(&field("int64", "io.debezium.time.MicroTime"), "3723004005").unwrap(),
+        Value::Time(3_723_004_005)
+    );
+    assert_eq!(
+        typed(
+            &field("int64", "io.debezium.time.Timestamp"),
+            "1562630400123"
+        )
+        .unwrap(),
+        Value::Timestamp(1_562_630_400_123_000)
+    );
+    assert_eq!(
+        typed(
+            &field("int64", "io.debezium.time.MicroTimestamp"),
+            "1562630400123456"
+        )
+        .unwrap(),
+        Value::Timestamp(1_562_630_400_123_456)
+    );
+    assert_eq!(
+        typed(
+            &field("int64", "io.debezium.time.MicroTimestamp"),
+            "9223372036825200000"
+        )
+        .unwrap(),
+        Value::Timestamp(i64::MAX)
+    );
+    // 16:40:30.123456789+02:00 is 14:40:30.123456 UTC; nanoseconds truncate to µs.
+    assert_eq!(
+        typed(
+            &field("string", "io.debezium.time.ZonedTimestamp"),
+            r#""2011-01-11T16:40:30.123456789+02:00""#
+        )
+        .unwrap(),
+        Value::TimestampTz(1_294_756_830_123_456)
+    );
+    assert_eq!(
+        typed(
+            &field("string", "io.debezium.data.Json"),
+            r#""{\"a\": [1]}""#
+        )
+        .unwrap(),
+        Value::Json("{\"a\": [1]}".into())
+    );
+    assert_eq!(
+        typed(
+            &field("string", "io.debezium.data.Uuid"),
+            r#""406c07f3-26f0-4eea-a50c-109940064b8f""#
+        )
+        .unwrap(),
+        Value::Uuid("406c07f3-26f0-4eea-a50c-109940064b8f".into())
+    );
+    assert_eq!(
+        typed(
+            r#"{"type":"bytes","optional":true,"field":"v"}"#,
+            r#""3q2+7w==""#
+        )
+        .unwrap(),
+        Value::Bytes(vec![0xde, 0xad, 0xbe, 0xef])
+    );
+    let arr = r#"{"type":"array","optional":true,"field":"v","items":{"type":"int32"}}"#;
+    assert_eq!(
+        typed(arr, "[1,-2]").unwrap(),
+        Value::List(vec![Value::Int(1), Value::Int(-2)])
+    );
+    let text_arr = r#"{"type":"array","optional":true,"field":"v","items":{"type":"string"}}"#;
+    assert_eq!(
+        typed(text_arr, r#"["__debezium_unavailable_value"]"#).unwrap(),
+        Value::Unavailable
+    );
+    assert_eq!(
+        typed(r#"{"type":"boolean","optional":true,"field":"v"}"#, "true").unwrap(),
+        Value::Bool(true)
+    );
+    assert_eq!(
+        typed(r#"{"type":"float64","optional":true,"field":"v"}"#, "1.5").unwrap(),
+        Value::Float(1.5)
+    );
+    assert_eq!(
+        typed(
+            r#"{"type":"int64","optional":true,"field":"v"}"#,
+            "1465584025523514964"
+        )
+        .unwrap(),
+        Value::Int(1_465_584_025_523_514_964)
+    );
+    assert_eq!(
+        typed(r#"{"type":"int64","optional":true,"field":"v"}"#, "null").unwrap(),
+        Value::Null
+    );
+}
+
+#[test]
+fn bad_messages_name_the_problem() {
+    let err = |value: &str| {
+        decode(Some(ID_KEY), Some(value.as_bytes()))
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(err("{\"op\":").contains("not valid JSON"));
+    assert!(err("[1,2]").contains("an array"));
+    assert!(err("{\"op\":\"x\",\"source\":{\"table\":\"t\"}}").contains("unknown op \"x\""));
+    assert!(err("{\"before\":null}").contains("no \"op\""));
+    assert!(err("{\"op\":\"c\",\"after\":{\"id\":1}}").contains("source.table"));
+    let bad_decimal = typed(
+        r#"{"type":"bytes","optional":true,"name":"org.apache.kafka.connect.data.Decimal","parameters":{"scale":"x"},"field":"v"}"#,
+        r#""AQ==""#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(bad_decimal.contains("scale"), "{bad_decimal}");
+    let bad_date = typed(&field("int32", "io.debezium.time.Date"), r#""tomorrow""#)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        bad_date.contains("\"v\"") && bad_date.contains("integer"),
+        "{bad_date}"
+    );
+    let no_key = decode(
+        None,
+        Some(&fixture("pg-docs-create-customers.value.payload-only.json")),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(no_key.contains("no key"), "{no_key}");
+}

@@ -1,0 +1,16 @@
+//! floe: real-time change data capture from Debezium on Kafka into a warehouse.
+//!
+//! Data flows one way: [`source`] → [`debezium`] → [`transform`] → [`batch`] → [`sink`] →
+//! commit, wired together by [`pipeline`].
+
+pub mod batch;
+pub mod change;
+pub mod cli;
+pub mod config;
+pub mod debezium;
+pub mod generate;
+pub mod pipeline;
+pub mod sink;
+pub mod source;
+pub mod telemetry;
+pub mod transform;

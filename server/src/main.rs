@@ -1,0 +1,175 @@
+use anyhow::Context;
+use clap::Parser;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use floe::cli::{Cli, Command, LogFormat};
+use floe::config::Config;
+use floe::generate::{produce, Workload};
+use floe::telemetry::{self, Stats};
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    telemetry::init_logging(cli.log_format == LogFormat::Json);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    match cli.command {
+        Command::Run { config } => {
+            let config = Config::load(config.as_deref())?;
+            let stats = Arc::new(Stats::default());
+            runtime.block_on(floe::pipeline::run(config, stats, shutdown_signal()))?;
+            Ok(())
+        }
+        Command::Generate {
+            brokers,
+            topic,
+            profile,
+            events,
+            keys,
+            seed,
+            rate,
+            partitions,
+        } => {
+            runtime
+                .block_on(produce::create_topic(&brokers, &topic, partitions))
+                .with_context(|| format!("cannot create topic {topic}"))?;
+            let mut workload = Workload::new(profile, keys, events, seed);
+            let records = produce::produce(&brokers, &topic, &mut workload, events, rate, |n| {
+                if n % 50_000 == 0 && n > 0 {
+                    tracing::info!(events = n, "produced");
+                }
+            })
+            .with_context(|| format!("cannot produce to {topic}"))?;
+            tracing::info!(
+                events,
+                records,
+                rows = workload.expected().len(),
+                topic,
+                "generated"
+            );
+            Ok(())
+        }
+        Command::Progress {
+            brokers,
+            group,
+            topic,
+            wait,
+        } => progress(&brokers, &group, &topic, wait),
+        Command::Query { duckdb, sql } => query(&duckdb, &sql),
+        Command::RawConsume { brokers, topic } => raw_consume(&brokers, &topic),
+    }
+}
+
+fn progress(brokers: &str, group: &str, topic: &str, wait: Option<u64>) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(wait.unwrap_or(0));
+    loop {
+        let parts = floe::source::group_progress(brokers, group, topic)?;
+        let lag: i64 = parts.iter().map(|p| p.lag()).sum();
+        if wait.is_none() || lag == 0 || Instant::now() >= deadline {
+            for p in &parts {
+                let committed = p.committed.map_or("-".to_string(), |c| c.to_string());
+                println!(
+                    "{topic}[{}] committed={committed} high={} lag={}",
+                    p.partition,
+                    p.high,
+                    p.lag()
+                );
+            }
+            if wait.is_some() && lag > 0 {
+                anyhow::bail!("group {group} is still {lag} messages behind on {topic}");
+            }
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn query(path: &std::path::Path, sql: &str) -> anyhow::Result<()> {
+    let config = duckdb::Config::default().access_mode(duckdb::AccessMode::ReadOnly)?;
+    let conn = duckdb::Connection::open_with_flags(path, config).with_context(|| {
+        format!(
+            "cannot open {} read-only (is floe still running on it?)",
+            path.display()
+        )
+    })?;
+    let mut stmt = conn.prepare(sql)?;
+    let mut rows = stmt.query([])?;
+    let mut printed_header = false;
+    while let Some(row) = rows.next()? {
+        let stmt = row.as_ref();
+        let n = stmt.column_count();
+        if !printed_header {
+            let names: Vec<String> = (0..n)
+                .map(|i| stmt.column_name(i).map_or("?".into(), |s| s.to_string()))
+                .collect();
+            println!("{}", names.join(" | "));
+            printed_header = true;
+        }
+        let values: Vec<String> = (0..n)
+            .map(|i| match row.get_ref(i) {
+                Ok(duckdb::types::ValueRef::Null) => "NULL".to_string(),
+                _ => row.get::<_, String>(i).unwrap_or_else(|_| "?".into()),
+            })
+            .collect();
+        println!("{}", values.join(" | "));
+    }
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+fn raw_consume(brokers: &str, topic: &str) -> anyhow::Result<()> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "floe-raw-consume")
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let parts = floe::source::group_progress(brokers, "floe-raw-consume", topic)?;
+    let total: i64 = parts.iter().map(|p| p.high).sum();
+    let mut tpl = TopicPartitionList::new();
+    for p in &parts {
+        tpl.add_partition_offset(topic, p.partition, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let started = Instant::now();
+    let (mut seen, mut parsed) = (0i64, 0u64);
+    while seen < total {
+        if let Some(m) = consumer.poll(Duration::from_millis(500)) {
+            let m = m?;
+            seen += 1;
+            if let Some(v) = m.payload() {
+                if serde_json::from_slice::<serde_json::Value>(v).is_ok() {
+                    parsed += 1;
+                }
+            }
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "raw consume timed out at {seen}/{total}"
+        );
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!("{{\"messages\": {seen}, \"parsed\": {parsed}, \"seconds\": {secs:.3}, \"events_per_s\": {:.0}}}", seen as f64 / secs);
+    Ok(())
+}

@@ -1,0 +1,378 @@
+//! The embedded default sink: a DuckDB file, loaded with one MERGE per table per flush.
+
+mod sql;
+mod stage;
+
+use duckdb::Connection;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use crate::batch::{Batch, TableBatch};
+use crate::change::Column;
+
+use super::{ApplyCounts, OffsetReader, Sink, SinkError, StoredOffsets};
+use sql::{convert, quote_ident, target_type};
+
+const OFFSETS_TABLE: &str = "_floe_offsets";
+const STAGE_TABLE: &str = "_floe_stage";
+
+/// Metadata columns every target table carries, with their types.
+const METADATA: &[(&str, &str)] = &[
+    ("_floe_op", "VARCHAR"),
+    ("_floe_lsn", "BIGINT"),
+    ("_floe_source_ts", "TIMESTAMPTZ"),
+    ("_floe_loaded_at", "TIMESTAMPTZ"),
+    ("_floe_partition", "INTEGER"),
+    ("_floe_offset", "BIGINT"),
+];
+
+pub struct DuckDbSink {
+    conn: Connection,
+    soft_delete: bool,
+    /// Known columns of each target table (lower-cased names are not assumed: DuckDB
+    /// matches identifiers case-insensitively, so lookups compare that way too).
+    tables: HashMap<String, Vec<String>>,
+}
+
+fn transient(e: duckdb::Error) -> SinkError {
+    SinkError::Transient(e.to_string())
+}
+
+/// DuckDB reports type conflicts and bad statements as errors that a retry cannot fix.
+fn classify(e: duckdb::Error) -> SinkError {
+    let text = e.to_string();
+    let permanent = [
+        "Conversion Error",
+        "Binder Error",
+        "Parser Error",
+        "Catalog Error",
+        "Invalid Input Error",
+        "Constraint Error",
+    ]
+    .iter()
+    .any(|p| text.contains(p));
+    if permanent {
+        SinkError::Permanent(text)
+    } else {
+        SinkError::Transient(text)
+    }
+}
+
+impl DuckDbSink {
+    pub fn open(path: &Path, soft_delete: bool) -> Result<Self, SinkError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                SinkError::Permanent(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let conn = Connection::open(path).map_err(|e| {
+            SinkError::Permanent(format!("cannot open DuckDB file {}: {e}", path.display()))
+        })?;
+        // Instants are stored and shown in UTC whatever the host's zone (needs ICU; without
+        // it DuckDB already works in UTC).
+        let _ = conn.execute_batch("SET TimeZone = 'UTC'");
+        conn.execute_batch(&format!(
+            "CREATE TABLE IF NOT EXISTS {OFFSETS_TABLE} (
+                topic VARCHAR NOT NULL,
+                \"partition\" INTEGER NOT NULL,
+                next_offset BIGINT NOT NULL,
+                updated_at TIMESTAMPTZ NOT NULL,
+                PRIMARY KEY (topic, \"partition\"))"
+        ))
+        .map_err(classify)?;
+        Ok(Self {
+            conn,
+            soft_delete,
+            tables: HashMap::new(),
+        })
+    }
+
+    fn table_columns(&mut self, table: &str) -> Result<Option<Vec<String>>, SinkError> {
+        if let Some(cols) = self.tables.get(table) {
+            return Ok(Some(cols.clone()));
+        }
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT column_name FROM information_schema.columns
+                 WHERE table_schema = 'main' AND table_name = ? ORDER BY ordinal_position",
+            )
+            .map_err(transient)?;
+        let cols: Vec<String> = stmt
+            .query_map([table], |r| r.get::<_, String>(0))
+            .map_err(transient)?
+            .collect::<Result<_, _>>()
+            .map_err(transient)?;
+        if cols.is_empty() {
+            return Ok(None);
+        }
+        self.tables.insert(table.to_string(), cols.clone());
+        Ok(Some(cols))
+    }
+
+    /// Creates the table from the batch's columns, or adds the columns it lacks.
+    fn ensure_table(&mut self, table: &str, columns: &[Column]) -> Result<(), SinkError> {
+        let ident = quote_ident(table);
+        match self.table_columns(table)? {
+            None => {
+                let mut defs: Vec<String> = columns
+                    .iter()
+                    .map(|c| format!("{} {}", quote_ident(&c.name), target_type(&c.ty)))
+                    .collect();
+                defs.extend(METADATA.iter().map(|(n, t)| format!("{n} {t}")));
+                if self.soft_delete {
+                    defs.push("_floe_deleted BOOLEAN NOT NULL DEFAULT false".into());
+                }
+                self.conn
+                    .execute_batch(&format!(
+                        "CREATE TABLE IF NOT EXISTS {ident} ({})",
+                        defs.join(", ")
+                    ))
+                    .map_err(classify)?;
+                tracing::info!(table, columns = columns.len(), "created target table");
+            }
+            Some(existing) => {
+                for c in columns {
+                    if existing.iter().any(|e| e.eq_ignore_ascii_case(&c.name)) {
+                        continue;
+                    }
+                    self.conn
+                        .execute_batch(&format!(
+                            "ALTER TABLE {ident} ADD COLUMN {} {}",
+                            quote_ident(&c.name),
+                            target_type(&c.ty)
+                        ))
+                        .map_err(classify)?;
+                    tracing::info!(table, column = %c.name, "added column");
+                }
+            }
+        }
+        self.tables.remove(table);
+        Ok(())
+    }
+
+    fn merge_table(&mut self, table: &str, batch: &TableBatch) -> Result<ApplyCounts, SinkError> {
+        let columns = batch.columns();
+        let key = batch.key_columns();
+        self.ensure_table(table, &columns)?;
+        let staged = stage::stage_rows(&self.conn, STAGE_TABLE, &columns, batch)?;
+        let mut counts = ApplyCounts {
+            upserts: staged.upserts,
+            deletes: staged.deletes,
+            ..ApplyCounts::default()
+        };
+        let target = quote_ident(table);
+        let on = key
+            .iter()
+            .map(|k| format!("t.{0} = s.{0}", quote_ident(k)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        if !staged.toast_columns.is_empty() {
+            counts.toast_missing = self.count_toast_missing(&target, &on)?;
+            if counts.toast_missing > 0 {
+                tracing::warn!(
+                    table,
+                    rows = counts.toast_missing,
+                    "TOAST placeholder for rows the target does not hold; written as NULL"
+                );
+            }
+        }
+        let statement = merge_statement(
+            &target,
+            &on,
+            &columns,
+            &staged.toast_columns,
+            self.soft_delete,
+        );
+        self.conn.execute_batch(&statement).map_err(classify)?;
+        self.conn
+            .execute_batch(&format!("DROP TABLE temp.main.{STAGE_TABLE}"))
+            .map_err(transient)?;
+        Ok(counts)
+    }
+
+    fn count_toast_missing(&self, target: &str, on: &str) -> Result<u64, SinkError> {
+        let sql = format!(
+            "SELECT count(*) FROM temp.main.{STAGE_TABLE} s
+             WHERE s._floe_toast IS NOT NULL AND s._floe_op <> 'd'
+               AND NOT EXISTS (SELECT 1 FROM {target} t WHERE {on})"
+        );
+        self.conn
+            .query_row(&sql, [], |r| r.get::<_, i64>(0))
+            .map(|n| n as u64)
+            .map_err(classify)
+    }
+
+    fn apply_in_transaction(&mut self, batch: &Batch) -> Result<ApplyCounts, SinkError> {
+        let mut total = ApplyCounts::default();
+        for table in &batch.truncates {
+            if self.table_columns(table)?.is_some() {
+                self.conn
+                    .execute_batch(&format!("DELETE FROM {}", quote_ident(table)))
+                    .map_err(classify)?;
+                total.truncates += 1;
+            }
+        }
+        for (table, rows) in &batch.tables {
+            let c = self.merge_table(table, rows)?;
+            total.upserts += c.upserts;
+            total.deletes += c.deletes;
+            total.toast_missing += c.toast_missing;
+        }
+        for ((topic, partition), next) in &batch.offsets {
+            self.conn
+                .execute(
+                    &format!(
+                        "INSERT INTO {OFFSETS_TABLE} VALUES (?, ?, ?, now())
+                         ON CONFLICT (topic, \"partition\") DO UPDATE SET
+                           next_offset = greatest({OFFSETS_TABLE}.next_offset, excluded.next_offset),
+                           updated_at = excluded.updated_at"
+                    ),
+                    duckdb::params![&**topic, partition, next],
+                )
+                .map_err(classify)?;
+        }
+        Ok(total)
+    }
+}
+
+fn merge_statement(
+    target: &str,
+    on: &str,
+    columns: &[Column],
+    toast_columns: &[usize],
+    soft_delete: bool,
+) -> String {
+    // A change is applied only when it is not older than the row's stored position:
+    // a replay never moves a row backwards.
+    let newer = "(coalesce(s._floe_lsn, -1) > coalesce(t._floe_lsn, -1) \
+         OR (coalesce(s._floe_lsn, -1) = coalesce(t._floe_lsn, -1) \
+             AND (s._floe_partition <> t._floe_partition OR s._floe_offset >= t._floe_offset)))";
+    let value = |i: usize, c: &Column, on_missing: &str| -> String {
+        let staged = format!("s.{}", quote_ident(&c.name));
+        let converted = convert(&staged, &c.ty);
+        if toast_columns.contains(&i) {
+            format!("CASE WHEN contains(coalesce(s._floe_toast, ''), ',{i},') THEN {on_missing} ELSE {converted} END")
+        } else {
+            converted
+        }
+    };
+    let metadata_names: Vec<&str> = METADATA.iter().map(|(n, _)| *n).collect();
+    let metadata_exprs = [
+        "s._floe_op",
+        "s._floe_lsn",
+        "CAST(make_timestamp(s._floe_source_ts * 1000) AS TIMESTAMPTZ)",
+        "now()",
+        "s._floe_partition",
+        "s._floe_offset",
+    ];
+    let mut sets: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let current = format!("t.{}", quote_ident(&c.name));
+            format!("{} = {}", quote_ident(&c.name), value(i, c, &current))
+        })
+        .collect();
+    for (name, expr) in metadata_names.iter().zip(&metadata_exprs) {
+        sets.push(format!("{name} = {expr}"));
+    }
+    let mut insert_names: Vec<String> = columns.iter().map(|c| quote_ident(&c.name)).collect();
+    insert_names.extend(metadata_names.iter().map(|n| n.to_string()));
+    let mut insert_values: Vec<String> = columns
+        .iter()
+        .enumerate()
+        .map(|(i, c)| value(i, c, "NULL"))
+        .collect();
+    insert_values.extend(metadata_exprs.iter().map(|e| e.to_string()));
+    let delete = if soft_delete {
+        sets_for_soft_delete(&metadata_names, &metadata_exprs)
+    } else {
+        "DELETE".to_string()
+    };
+    if soft_delete {
+        sets.push("_floe_deleted = false".into());
+    }
+    format!(
+        "MERGE INTO {target} AS t USING temp.main.{STAGE_TABLE} AS s ON ({on})
+         WHEN MATCHED AND s._floe_op = 'd' AND {newer} THEN {delete}
+         WHEN MATCHED AND s._floe_op <> 'd' AND {newer} THEN UPDATE SET {}
+         WHEN NOT MATCHED AND s._floe_op <> 'd' THEN INSERT ({}) VALUES ({})",
+        sets.join(", "),
+        insert_names.join(", "),
+        insert_values.join(", "),
+    )
+}
+
+fn sets_for_soft_delete(names: &[&str], exprs: &[&str]) -> String {
+    let mut sets: Vec<String> = names
+        .iter()
+        .zip(exprs)
+        .map(|(n, e)| format!("{n} = {e}"))
+        .collect();
+    sets.push("_floe_deleted = true".into());
+    format!("UPDATE SET {}", sets.join(", "))
+}
+
+impl Sink for DuckDbSink {
+    fn apply(&mut self, batch: &Batch) -> Result<ApplyCounts, SinkError> {
+        self.conn
+            .execute_batch("BEGIN TRANSACTION")
+            .map_err(transient)?;
+        match self.apply_in_transaction(batch) {
+            Ok(counts) => {
+                if let Err(e) = self.conn.execute_batch("COMMIT") {
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    self.tables.clear();
+                    return Err(classify(e));
+                }
+                Ok(counts)
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                // Columns added inside the rolled-back transaction are gone again.
+                self.tables.clear();
+                Err(e)
+            }
+        }
+    }
+
+    fn stored_offsets(&mut self) -> Result<StoredOffsets, SinkError> {
+        read_offsets(&self.conn)
+    }
+
+    fn offset_reader(&self) -> Result<Box<dyn OffsetReader>, SinkError> {
+        let conn = self.conn.try_clone().map_err(transient)?;
+        Ok(Box::new(DuckDbOffsetReader(Mutex::new(conn))))
+    }
+}
+
+fn read_offsets(conn: &Connection) -> Result<StoredOffsets, SinkError> {
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT topic, \"partition\", next_offset FROM {OFFSETS_TABLE} ORDER BY 1, 2"
+        ))
+        .map_err(transient)?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .map_err(transient)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(transient)?;
+    Ok(rows)
+}
+
+struct DuckDbOffsetReader(Mutex<Connection>);
+
+impl OffsetReader for DuckDbOffsetReader {
+    fn stored_offsets(&self) -> Result<StoredOffsets, SinkError> {
+        let conn = self
+            .0
+            .lock()
+            .map_err(|_| SinkError::Transient("offset reader lock poisoned".into()))?;
+        read_offsets(&conn)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,111 @@
+//! DuckDB types and statements. Values travel through the Appender into a staging table
+//! in a few wire types (BIGINT, DOUBLE, BOOLEAN, BLOB, VARCHAR) and are converted to the
+//! target type inside the MERGE, so decimals stay exact text until DuckDB parses them.
+
+use crate::change::ColumnType;
+
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// The target column type.
+pub fn target_type(ty: &ColumnType) -> String {
+    use ColumnType as T;
+    match ty {
+        T::Boolean => "BOOLEAN".into(),
+        T::Int16 => "SMALLINT".into(),
+        T::Int32 => "INTEGER".into(),
+        T::Int64 => "BIGINT".into(),
+        T::Float32 => "FLOAT".into(),
+        T::Float64 => "DOUBLE".into(),
+        T::Decimal { precision, scale } => match precision {
+            Some(p) if *p <= 38 && *scale <= *p => format!("DECIMAL({p},{scale})"),
+            None if *scale <= 38 => format!("DECIMAL(38,{scale})"),
+            // Wider than DuckDB's DECIMAL: kept exact as text.
+            _ => "VARCHAR".into(),
+        },
+        // Each value has its own scale; text is the only exact fixed type.
+        T::VariableDecimal => "VARCHAR".into(),
+        T::Text => "VARCHAR".into(),
+        T::Bytes => "BLOB".into(),
+        T::Date => "DATE".into(),
+        T::Time => "TIME".into(),
+        T::Timestamp => "TIMESTAMP".into(),
+        T::TimestampTz => "TIMESTAMPTZ".into(),
+        T::Json => "JSON".into(),
+        T::Uuid => "UUID".into(),
+        T::List(item) => format!("{}[]", target_type(item)),
+    }
+}
+
+/// How a column travels through the staging table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    Bool,
+    Int,
+    Float,
+    Blob,
+    Text,
+}
+
+pub fn stage_of(ty: &ColumnType) -> Stage {
+    use ColumnType as T;
+    match ty {
+        T::Boolean => Stage::Bool,
+        T::Int16 | T::Int32 | T::Int64 | T::Date | T::Time | T::Timestamp | T::TimestampTz => {
+            Stage::Int
+        }
+        T::Float32 | T::Float64 => Stage::Float,
+        T::Bytes => Stage::Blob,
+        _ => Stage::Text,
+    }
+}
+
+pub fn stage_type(stage: Stage) -> &'static str {
+    match stage {
+        Stage::Bool => "BOOLEAN",
+        Stage::Int => "BIGINT",
+        Stage::Float => "DOUBLE",
+        Stage::Blob => "BLOB",
+        Stage::Text => "VARCHAR",
+    }
+}
+
+/// SQL turning a staged value `expr` into the target type.
+pub fn convert(expr: &str, ty: &ColumnType) -> String {
+    use ColumnType as T;
+    match ty {
+        T::Date => format!("(DATE '1970-01-01' + CAST({expr} AS INTEGER))"),
+        T::Time => format!("(TIME '00:00:00' + to_microseconds({expr}))"),
+        T::Timestamp => format!("make_timestamp({expr})"),
+        T::TimestampTz => format!("CAST(make_timestamp({expr}) AS TIMESTAMPTZ)"),
+        T::List(_) => format!("CAST(CAST({expr} AS JSON) AS {})", target_type(ty)),
+        T::Bytes | T::Boolean | T::Int64 | T::Float64 => expr.to_string(),
+        _ => format!("CAST({expr} AS {})", target_type(ty)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_cannot_be_escaped_from() {
+        assert_eq!(quote_ident("a\"b"), "\"a\"\"b\"");
+    }
+
+    #[test]
+    fn decimal_types() {
+        let d = |p, s| ColumnType::Decimal {
+            precision: p,
+            scale: s,
+        };
+        assert_eq!(target_type(&d(Some(10), 2)), "DECIMAL(10,2)");
+        assert_eq!(target_type(&d(None, 4)), "DECIMAL(38,4)");
+        assert_eq!(target_type(&d(Some(60), 4)), "VARCHAR");
+        assert_eq!(
+            target_type(&ColumnType::List(Box::new(ColumnType::Int32))),
+            "INTEGER[]"
+        );
+    }
+}

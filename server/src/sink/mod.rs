@@ -1,0 +1,56 @@
+//! Sinks: where batches are MERGE-loaded, together with the offsets they cover.
+
+pub mod duckdb;
+
+use crate::batch::Batch;
+
+/// Why a sink could not apply a batch. The category decides whether floe retries.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Worth retrying: the same batch may succeed later (lock, I/O, connection).
+    #[error("sink_transient: {0}")]
+    Transient(String),
+    /// Retrying the same statement cannot succeed (a type conflict, a bad identifier).
+    #[error("sink_permanent: {0}")]
+    Permanent(String),
+}
+
+impl SinkError {
+    pub fn category(&self) -> &'static str {
+        match self {
+            SinkError::Transient(_) => "sink_transient",
+            SinkError::Permanent(_) => "sink_permanent",
+        }
+    }
+}
+
+/// What one applied batch changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ApplyCounts {
+    /// Rows merged as inserts or updates.
+    pub upserts: u64,
+    pub deletes: u64,
+    pub truncates: u64,
+    /// TOAST placeholders for rows the target did not hold: written as NULL.
+    pub toast_missing: u64,
+}
+
+/// Offsets a sink has applied: (topic, partition, next offset to consume).
+pub type StoredOffsets = Vec<(String, i32, i64)>;
+
+/// A warehouse target. `apply` is atomic: every table's MERGE and the batch's offsets
+/// commit together or not at all, which is what makes the final table exactly-once.
+pub trait Sink: Send {
+    fn apply(&mut self, batch: &Batch) -> Result<ApplyCounts, SinkError>;
+
+    /// Offsets stored by earlier `apply` calls.
+    fn stored_offsets(&mut self) -> Result<StoredOffsets, SinkError>;
+
+    /// A handle that reads stored offsets from another thread (used on partition
+    /// assignment, while `apply` may be running).
+    fn offset_reader(&self) -> Result<Box<dyn OffsetReader>, SinkError>;
+}
+
+pub trait OffsetReader: Send + Sync {
+    fn stored_offsets(&self) -> Result<StoredOffsets, SinkError>;
+}

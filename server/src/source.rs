@@ -1,0 +1,239 @@
+//! The Kafka source: consumer set-up, partition assignment and seeking to the offsets the
+//! sink has applied.
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaResult;
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::config::KafkaConfig;
+use crate::sink::{OffsetReader, StoredOffsets};
+use crate::telemetry::Stats;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("kafka: topic {0:?} does not exist (create it, or check kafka.topics)")]
+    MissingTopic(String),
+    #[error("kafka: cannot read the sink's stored offsets: {0}")]
+    Offsets(String),
+}
+
+/// librdkafka callbacks: seek to the sink's offsets on assignment, record revocations,
+/// and keep the lag figure current.
+pub struct SourceContext {
+    offsets: Box<dyn OffsetReader>,
+    stats: Arc<Stats>,
+    revoked: Mutex<Vec<(String, i32)>>,
+}
+
+impl SourceContext {
+    /// Partitions taken away since the last call.
+    pub fn take_revoked(&self) -> Vec<(String, i32)> {
+        self.revoked
+            .lock()
+            .map(|mut r| std::mem::take(&mut *r))
+            .unwrap_or_default()
+    }
+}
+
+impl ClientContext for SourceContext {
+    fn stats(&self, statistics: Statistics) {
+        let lag: i64 = statistics
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.values())
+            .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
+            .map(|p| p.consumer_lag)
+            .sum();
+        self.stats.lag.store(lag, Ordering::Relaxed);
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                match self.offsets.stored_offsets() {
+                    Ok(stored) => set_start_offsets(tpl, &stored),
+                    // The group's committed offsets never run ahead of the sink.
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read stored offsets; resuming from the group's")
+                    }
+                }
+                tracing::info!(partitions = tpl.count(), "partitions assigned");
+                if let Err(e) = consumer.assign(tpl) {
+                    tracing::error!(error = %e, "assign failed");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let gone: Vec<(String, i32)> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect();
+                tracing::info!(partitions = gone.len(), "partitions revoked");
+                if let Ok(mut r) = self.revoked.lock() {
+                    r.extend(gone);
+                }
+                if let Err(e) = consumer.unassign() {
+                    tracing::error!(error = %e, "unassign failed");
+                }
+            }
+            other => tracing::error!(error = ?other, "rebalance error"),
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "offset commit to the consumer group failed");
+        }
+    }
+}
+
+/// Sets each partition's start to the sink's stored next offset, or the beginning when
+/// the sink has never applied anything from it.
+fn set_start_offsets(tpl: &mut TopicPartitionList, stored: &StoredOffsets) {
+    let by_partition: HashMap<(&str, i32), i64> = stored
+        .iter()
+        .map(|(t, p, o)| ((t.as_str(), *p), *o))
+        .collect();
+    let partitions: Vec<(String, i32)> = tpl
+        .elements()
+        .iter()
+        .map(|e| (e.topic().to_string(), e.partition()))
+        .collect();
+    for (topic, partition) in partitions {
+        let offset = by_partition
+            .get(&(topic.as_str(), partition))
+            .map_or(Offset::Beginning, |o| Offset::Offset(*o));
+        let _ = tpl.set_partition_offset(&topic, partition, offset);
+    }
+}
+
+pub type Source = StreamConsumer<SourceContext>;
+
+pub fn connect(
+    config: &KafkaConfig,
+    offsets: Box<dyn OffsetReader>,
+    stats: Arc<Stats>,
+    stats_interval_ms: u64,
+) -> Result<Source, SourceError> {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", &config.brokers)
+        .set("group.id", &config.group)
+        // Offsets are committed by floe only after the sink applied them.
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set(
+            "statistics.interval.ms",
+            stats_interval_ms.max(1000).to_string(),
+        );
+    for (k, v) in &config.properties {
+        client.set(k, v);
+    }
+    let context = SourceContext {
+        offsets,
+        stats,
+        revoked: Mutex::new(Vec::new()),
+    };
+    Ok(client.create_with_context(context)?)
+}
+
+/// `assignment = "all"`: take every partition of the topics, starting at the sink's
+/// offsets. No group membership, so a restarted process resumes at once.
+pub fn assign_all(
+    source: &Source,
+    topics: &[String],
+    stored: &StoredOffsets,
+) -> Result<usize, SourceError> {
+    let mut tpl = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = source.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| t.partitions().iter().map(|p| p.id()).collect::<Vec<_>>())
+            .ok_or_else(|| SourceError::MissingTopic(topic.clone()))?;
+        for p in partitions {
+            tpl.add_partition(topic, p);
+        }
+    }
+    set_start_offsets(&mut tpl, stored);
+    source.assign(&tpl)?;
+    Ok(tpl.count())
+}
+
+/// One partition's progress: what the group committed against the high watermark.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionProgress {
+    pub partition: i32,
+    pub committed: Option<i64>,
+    pub high: i64,
+}
+
+impl PartitionProgress {
+    pub fn lag(&self) -> i64 {
+        self.high - self.committed.unwrap_or(0)
+    }
+}
+
+/// Committed offsets of `group` against the high watermarks of `topic`, as lag tools see them.
+pub fn group_progress(
+    brokers: &str,
+    group: &str,
+    topic: &str,
+) -> Result<Vec<PartitionProgress>, SourceError> {
+    let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+    let partitions: Vec<i32> = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+        .ok_or_else(|| SourceError::MissingTopic(topic.to_string()))?;
+    let mut tpl = TopicPartitionList::new();
+    for p in &partitions {
+        tpl.add_partition(topic, *p);
+    }
+    let committed = consumer.committed_offsets(tpl, timeout)?;
+    let mut out = Vec::with_capacity(partitions.len());
+    for p in partitions {
+        let (_, high) = consumer.fetch_watermarks(topic, p, timeout)?;
+        let committed = committed
+            .find_partition(topic, p)
+            .and_then(|e| match e.offset() {
+                Offset::Offset(o) => Some(o),
+                _ => None,
+            });
+        out.push(PartitionProgress {
+            partition: p,
+            committed,
+            high,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,344 @@
+//! Test harness: starts real processes (the tansu broker, floe) on free loopback ports
+//! and stops them when dropped, also when a test fails.
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use floe::generate::{produce, Profile, Workload};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("floe-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("cannot create scratch dir");
+    dir
+}
+
+fn tansu_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("FLOE_TANSU") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    PathBuf::from(home).join(".cache/floe/tansu/bin/tansu")
+}
+
+/// The floe binary built next to this test executable.
+pub fn floe_binary() -> PathBuf {
+    if let Ok(p) = std::env::var("FLOE_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    dir.join("floe")
+}
+
+/// A tansu broker with sqlite storage in its own folder.
+pub struct Broker {
+    child: Child,
+    pub addr: String,
+    pub dir: PathBuf,
+}
+
+impl Broker {
+    pub fn start(name: &str) -> Broker {
+        let dir = scratch_dir(&format!("{name}-broker"));
+        let port = free_port();
+        let url = format!("tcp://127.0.0.1:{port}");
+        let mut child = Command::new(tansu_binary())
+            .current_dir(&dir)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+            ])
+            .args(["--storage-engine", "sqlite://tansu.db"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start {}: {e} (run `make tansu`)",
+                    tansu_binary().display()
+                )
+            });
+        let (tx, rx) = std::sync::mpsc::channel();
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let tx = tx.clone();
+            let log = dir.join("broker.log");
+            std::thread::spawn(move || {
+                let mut out = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(log)
+                    .ok();
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    if let Some(f) = out.as_mut() {
+                        use std::io::Write;
+                        let _ = writeln!(f, "{line}");
+                    }
+                    if strip_ansi(&line).contains("ready in") {
+                        let _ = tx.send(());
+                    }
+                }
+            });
+        }
+        let mut broker = Broker {
+            child,
+            addr: format!("127.0.0.1:{port}"),
+            dir,
+        };
+        let ready = rx.recv_timeout(Duration::from_secs(60)).is_ok();
+        if !ready || matches!(broker.child.try_wait(), Ok(Some(_))) {
+            let log = std::fs::read_to_string(broker.dir.join("broker.log")).unwrap_or_default();
+            panic!("tansu did not become ready:\n{log}");
+        }
+        broker.add_header_index();
+        broker
+    }
+
+    /// tansu 0.6.0 lacks this index; without it every fetch scans all headers.
+    fn add_header_index(&self) {
+        let status = Command::new("python3")
+            .arg("-c")
+            .arg("import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('create index if not exists header_topition_offset on header(topition, offset_id)'); c.commit()")
+            .arg(self.dir.join("tansu.db"))
+            .status()
+            .expect("python3");
+        assert!(status.success(), "cannot add the header index");
+    }
+
+    pub fn create_topic(&self, topic: &str, partitions: i32) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(produce::create_topic(&self.addr, topic, partitions))
+            .expect("create topic");
+    }
+
+    /// Produces `events` changes of `workload` to `topic`.
+    pub fn produce(&self, topic: &str, workload: &mut Workload, events: u64) {
+        produce::produce(&self.addr, topic, workload, events, 0, |_| {}).expect("produce");
+    }
+
+    /// High watermark of every partition of `topic`.
+    pub fn high_watermarks(&self, topic: &str) -> BTreeMap<i32, i64> {
+        let consumer = self.consumer("floe-test-watermarks");
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("metadata");
+        let mut out = BTreeMap::new();
+        for p in md.topics()[0].partitions() {
+            let (_, high) = consumer
+                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .expect("watermarks");
+            out.insert(p.id(), high);
+        }
+        out
+    }
+
+    /// Offsets `group` has committed for each partition of `topic` (absent: none).
+    pub fn committed(&self, group: &str, topic: &str, partitions: &[i32]) -> BTreeMap<i32, i64> {
+        let consumer = self.consumer(group);
+        let mut tpl = TopicPartitionList::new();
+        for p in partitions {
+            tpl.add_partition(topic, *p);
+        }
+        let mut out = BTreeMap::new();
+        if let Ok(c) = consumer.committed_offsets(tpl, Duration::from_secs(10)) {
+            for e in c.elements() {
+                if let Offset::Offset(o) = e.offset() {
+                    out.insert(e.partition(), o);
+                }
+            }
+        }
+        out
+    }
+
+    fn consumer(&self, group: &str) -> BaseConsumer {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.addr)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer")
+    }
+
+    /// Waits until `group` has committed every partition of `topic` to its high watermark.
+    pub fn wait_fully_committed(&self, group: &str, topic: &str, timeout: Duration) {
+        let high = self.high_watermarks(topic);
+        let partitions: Vec<i32> = high.keys().copied().collect();
+        wait_for(
+            &format!("{group} to commit {topic} up to {high:?}"),
+            timeout,
+            || {
+                let committed = self.committed(group, topic, &partitions);
+                high.iter()
+                    .all(|(p, h)| *h == 0 || committed.get(p).is_some_and(|c| c >= h))
+                    .then_some(())
+            },
+        );
+    }
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A running `floe run`, configured through FLOE_* variables.
+pub struct Floe {
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Floe {
+    pub fn start(env: &[(&str, String)], log: PathBuf) -> Floe {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
+        let err = out.try_clone().expect("log file");
+        let mut cmd = Command::new(floe_binary());
+        cmd.arg("run")
+            .stdout(out)
+            .stderr(err)
+            .env("FLOE_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", floe_binary().display()));
+        Floe {
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends SIGTERM and returns the exit code, waiting at most `timeout`.
+    pub fn terminate(&mut self, timeout: Duration) -> i32 {
+        let mut child = self.child.take().expect("floe is running");
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let status = wait_for("floe to exit after SIGTERM", timeout, || {
+            child.try_wait().ok().flatten()
+        });
+        status.code().unwrap_or(-1)
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Floe {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Rows of `query` on the DuckDB file at `path`, every column as text.
+pub fn query_text(path: &Path, query: &str) -> Vec<Vec<Option<String>>> {
+    let conn = duckdb::Connection::open_with_flags(
+        path,
+        duckdb::Config::default()
+            .access_mode(duckdb::AccessMode::ReadOnly)
+            .expect("config"),
+    )
+    .expect("open duckdb");
+    let mut stmt = conn.prepare(query).expect("prepare");
+    let mut rows = stmt.query([]).expect("query");
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().expect("row") {
+        let n = row.as_ref().column_count();
+        let mut values = Vec::with_capacity(n);
+        for i in 0..n {
+            values.push(row.get::<_, Option<String>>(i).expect("text column"));
+        }
+        out.push(values);
+    }
+    out
+}
+
+/// Asserts equal tables, reporting the first differing row instead of two huge dumps.
+pub fn assert_same_rows(actual: &[Vec<Option<String>>], expected: &[Vec<Option<String>>]) {
+    for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+        assert_eq!(a, e, "row {i} differs (actual, then expected)");
+    }
+    assert_eq!(actual.len(), expected.len(), "row count differs");
+}

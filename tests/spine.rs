@@ -1,0 +1,177 @@
+//! End-to-end: the real tansu broker, the real floe binary, a real DuckDB file.
+
+use floe_e2e::*;
+use std::time::Duration;
+
+const LOAD_TIMEOUT: Duration = Duration::from_secs(240);
+
+fn floe_env(
+    broker: &Broker,
+    topics: &str,
+    group: &str,
+    assignment: &str,
+    db: &std::path::Path,
+) -> Vec<(&'static str, String)> {
+    vec![
+        ("FLOE_KAFKA_BROKERS", broker.addr.clone()),
+        ("FLOE_KAFKA_TOPICS", topics.to_string()),
+        ("FLOE_KAFKA_GROUP", group.to_string()),
+        ("FLOE_KAFKA_ASSIGNMENT", assignment.to_string()),
+        ("FLOE_SINK", "duckdb".to_string()),
+        ("FLOE_DUCKDB_PATH", db.display().to_string()),
+        ("FLOE_BATCH_MAX_ROWS", "2000".to_string()),
+        ("FLOE_BATCH_MAX_AGE_MS", "100".to_string()),
+        ("FLOE_STATS_INTERVAL_MS", "1000".to_string()),
+    ]
+}
+
+fn assert_no_duplicate_keys(db: &std::path::Path, table: &str, key: &str) {
+    let dup = query_text(
+        db,
+        &format!("SELECT CAST(count(*) - count(DISTINCT {key}) AS VARCHAR) FROM {table}"),
+    );
+    assert_eq!(dup[0][0].as_deref(), Some("0"), "duplicate keys in {table}");
+}
+
+/// Every type, TOAST placeholders, a column added mid-stream, deletes with tombstones and
+/// a second table, through the consumer-group protocol: the tables equal the model.
+#[test]
+fn stream_loads_into_tables_equal_to_the_model() {
+    let broker = Broker::start("e2e");
+    let dir = scratch_dir("e2e");
+    let db = dir.join("floe.duckdb");
+    broker.create_topic("dbserver1.public.all_types", 3);
+    broker.create_topic("dbserver1.public.transactions", 2);
+    let mut types = Workload::new(Profile::AllTypes, 300, 3000, 11);
+    broker.produce("dbserver1.public.all_types", &mut types, 3000);
+    let mut tx = Workload::new(Profile::Transactions, 500, 4000, 12);
+    broker.produce("dbserver1.public.transactions", &mut tx, 4000);
+
+    let topics = "dbserver1.public.all_types,dbserver1.public.transactions";
+    let mut floe = Floe::start(
+        &floe_env(&broker, topics, "e2e", "group", &db),
+        dir.join("floe.log"),
+    );
+    broker.wait_fully_committed("e2e", "dbserver1.public.all_types", LOAD_TIMEOUT);
+    broker.wait_fully_committed("e2e", "dbserver1.public.transactions", LOAD_TIMEOUT);
+    assert_eq!(
+        floe.terminate(Duration::from_secs(30)),
+        0,
+        "{}",
+        floe.log_text()
+    );
+
+    // The model must be worth comparing against: many live rows, after many deletes.
+    assert!(types.expected().len() > 150 && tx.expected().len() > 250);
+    assert_same_rows(&query_text(&db, types.check_query()), &types.expected());
+    assert_same_rows(&query_text(&db, tx.check_query()), &tx.expected());
+    assert_no_duplicate_keys(&db, "all_types", "id");
+    assert_no_duplicate_keys(&db, "transactions", "transaction_id");
+    let log = floe.log_text();
+    assert!(log.contains("consumed="), "stats line missing:\n{log}");
+    assert!(!log.contains("cannot decode"), "decode errors:\n{log}");
+}
+
+/// kill -9 while loading, several times; each restart resumes from the sink's offsets.
+#[test]
+fn kill_9_loses_nothing_and_duplicates_nothing() {
+    let broker = Broker::start("crash");
+    let dir = scratch_dir("crash");
+    let db = dir.join("floe.duckdb");
+    let topic = "dbserver1.public.transactions";
+    broker.create_topic(topic, 3);
+    let mut tx = Workload::new(Profile::Transactions, 3000, 30_000, 21);
+    broker.produce(topic, &mut tx, 30_000);
+    let high = broker.high_watermarks(topic);
+    let partitions: Vec<i32> = high.keys().copied().collect();
+    let total: i64 = high.values().sum();
+    let mut env = floe_env(&broker, topic, "crash", "all", &db);
+    env.push(("FLOE_BATCH_MAX_ROWS", "500".into()));
+    env.push(("FLOE_BATCH_MAX_PENDING_ROWS", "1000".into()));
+
+    let mut kills = 0;
+    let mut last_progress = 0;
+    for round in 0..4 {
+        let mut floe = Floe::start(&env, dir.join(format!("floe-{round}.log")));
+        // Kill once this run has applied something new, but before it is done.
+        let progress = wait_for("progress before the kill", LOAD_TIMEOUT, || {
+            let done: i64 = broker.committed("crash", topic, &partitions).values().sum();
+            (done > last_progress).then_some(done)
+        });
+        std::thread::sleep(Duration::from_millis(37 * (round + 1)));
+        floe.kill9();
+        if progress < total {
+            kills += 1;
+        }
+        last_progress = progress;
+    }
+    assert!(
+        kills >= 2,
+        "floe finished before it could be killed mid-load"
+    );
+    let mut floe = Floe::start(&env, dir.join("floe-final.log"));
+    broker.wait_fully_committed("crash", topic, LOAD_TIMEOUT);
+    assert_eq!(
+        floe.terminate(Duration::from_secs(30)),
+        0,
+        "{}",
+        floe.log_text()
+    );
+
+    assert_same_rows(&query_text(&db, tx.check_query()), &tx.expected());
+    assert_no_duplicate_keys(&db, "transactions", "transaction_id");
+    let stored = query_text(
+        &db,
+        "SELECT CAST(sum(next_offset) AS VARCHAR) FROM _floe_offsets",
+    );
+    assert_eq!(stored[0][0].as_deref(), Some(total.to_string().as_str()));
+}
+
+/// SIGTERM mid-stream: exit 0, and what the group committed equals what the sink applied.
+#[test]
+fn sigterm_flushes_and_commits_what_was_loaded() {
+    let broker = Broker::start("term");
+    let dir = scratch_dir("term");
+    let db = dir.join("floe.duckdb");
+    let topic = "dbserver1.public.transactions";
+    broker.create_topic(topic, 2);
+    let mut tx = Workload::new(Profile::Transactions, 2000, 20_000, 31);
+    broker.produce(topic, &mut tx, 20_000);
+    let partitions = [0, 1];
+    let mut env = floe_env(&broker, topic, "term", "all", &db);
+    env.push(("FLOE_BATCH_MAX_ROWS", "300".into()));
+    env.push(("FLOE_BATCH_MAX_PENDING_ROWS", "600".into()));
+    let mut floe = Floe::start(&env, dir.join("floe.log"));
+    wait_for("some progress", LOAD_TIMEOUT, || {
+        (broker
+            .committed("term", topic, &partitions)
+            .values()
+            .sum::<i64>()
+            > 0)
+        .then_some(())
+    });
+    assert_eq!(
+        floe.terminate(Duration::from_secs(30)),
+        0,
+        "{}",
+        floe.log_text()
+    );
+    let committed = broker.committed("term", topic, &partitions);
+    let stored: std::collections::BTreeMap<i32, i64> = query_text(
+        &db,
+        "SELECT CAST(\"partition\" AS VARCHAR), CAST(next_offset AS VARCHAR) FROM _floe_offsets",
+    )
+    .into_iter()
+    .filter_map(|r| Some((r[0].as_ref()?.parse().ok()?, r[1].as_ref()?.parse().ok()?)))
+    .collect();
+    assert_eq!(
+        committed, stored,
+        "group offsets must cover exactly what the sink applied"
+    );
+
+    // A restart finishes the stream from there.
+    let mut floe = Floe::start(&env, dir.join("floe-2.log"));
+    broker.wait_fully_committed("term", topic, LOAD_TIMEOUT);
+    assert_eq!(floe.terminate(Duration::from_secs(30)), 0);
+    assert_same_rows(&query_text(&db, tx.check_query()), &tx.expected());
+}
