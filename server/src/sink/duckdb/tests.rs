@@ -1,1 +1,344 @@
+use std::sync::Arc;
 
+use super::*;
+use crate::change::{Column, ColumnType, Op, RowChange, SourcePosition, TableSchema, Value};
+use crate::sink::Sink;
+
+fn temp_db(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("floe-sink-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir.join("t.duckdb")
+}
+
+fn schema(extra: bool) -> Arc<TableSchema> {
+    let mut columns = vec![
+        Column {
+            name: "id".into(),
+            ty: ColumnType::Int64,
+        },
+        Column {
+            name: "Amount".into(),
+            ty: ColumnType::Decimal {
+                precision: Some(12),
+                scale: 2,
+            },
+        },
+        Column {
+            name: "bio \"quoted\"".into(),
+            ty: ColumnType::Text,
+        },
+        Column {
+            name: "at".into(),
+            ty: ColumnType::TimestampTz,
+        },
+    ];
+    if extra {
+        columns.push(Column {
+            name: "tags".into(),
+            ty: ColumnType::List(Box::new(ColumnType::Text)),
+        });
+    }
+    Arc::new(TableSchema {
+        columns,
+        key: vec![0],
+    })
+}
+
+fn change(table: &str, op: Op, id: i64, amount: &str, bio: Value, lsn: i64) -> RowChange {
+    RowChange {
+        table: table.into(),
+        op,
+        schema: schema(false),
+        values: vec![
+            Value::Int(id),
+            Value::Decimal(amount.into()),
+            bio,
+            Value::TimestampTz(1_700_000_000_123_456),
+        ],
+        source: SourcePosition {
+            lsn: Some(lsn),
+            tx_id: None,
+            ts_ms: Some(1_700_000_000_000),
+            snapshot: false,
+        },
+    }
+}
+
+fn batch(changes: Vec<RowChange>, first_offset: i64) -> Batch {
+    let mut b = Batch::default();
+    let topic: Arc<str> = "topic".into();
+    for (i, c) in changes.into_iter().enumerate() {
+        let offset = first_offset + i as i64;
+        b.advance(&topic, 0, offset);
+        b.add_row(c, &topic, 0, offset);
+    }
+    b
+}
+
+fn rows(sink: &DuckDbSink, sql: &str) -> Vec<Vec<Option<String>>> {
+    let mut stmt = sink.conn.prepare(sql).unwrap();
+    let mut out = Vec::new();
+    let mut q = stmt.query([]).unwrap();
+    while let Some(r) = q.next().unwrap() {
+        let n = r.as_ref().column_count();
+        out.push(
+            (0..n)
+                .map(|i| r.get::<_, Option<String>>(i).unwrap())
+                .collect(),
+        );
+    }
+    out
+}
+
+fn s(v: &str) -> Option<String> {
+    Some(v.to_string())
+}
+
+const SELECT: &str = "SELECT CAST(id AS VARCHAR), CAST(\"Amount\" AS VARCHAR), \"bio \"\"quoted\"\"\", _floe_op FROM t ORDER BY id";
+
+#[test]
+fn merges_inserts_updates_deletes_with_offsets() {
+    let mut sink = DuckDbSink::open(&temp_db("merge"), false).unwrap();
+    let b = batch(
+        vec![
+            change("t", Op::Insert, 1, "10.50", Value::Text("a".into()), 10),
+            change("t", Op::Insert, 2, "-0.01", Value::Text("it's".into()), 11),
+            change("t", Op::Insert, 3, "3.00", Value::Null, 12),
+        ],
+        0,
+    );
+    let counts = sink.apply(&b).unwrap();
+    assert_eq!(counts.upserts, 3);
+    let b = batch(
+        vec![
+            change("t", Op::Update, 1, "11.00", Value::Text("b".into()), 20),
+            change("t", Op::Delete, 2, "0", Value::Null, 21),
+        ],
+        3,
+    );
+    sink.apply(&b).unwrap();
+    assert_eq!(
+        rows(&sink, SELECT),
+        vec![
+            vec![s("1"), s("11.00"), s("b"), s("u")],
+            vec![s("3"), s("3.00"), None, s("c")]
+        ]
+    );
+    assert_eq!(
+        sink.stored_offsets().unwrap(),
+        vec![("topic".to_string(), 0, 5)]
+    );
+    assert_eq!(
+        sink.offset_reader().unwrap().stored_offsets().unwrap(),
+        vec![("topic".to_string(), 0, 5)]
+    );
+}
+
+#[test]
+fn a_replay_never_moves_a_row_backwards() {
+    let mut sink = DuckDbSink::open(&temp_db("backwards"), false).unwrap();
+    sink.apply(&batch(
+        vec![change(
+            "t",
+            Op::Insert,
+            1,
+            "2.00",
+            Value::Text("new".into()),
+            50,
+        )],
+        10,
+    ))
+    .unwrap();
+    // An older change (lower LSN) arriving later, e.g. replayed from an earlier offset.
+    sink.apply(&batch(
+        vec![change(
+            "t",
+            Op::Update,
+            1,
+            "1.00",
+            Value::Text("old".into()),
+            40,
+        )],
+        3,
+    ))
+    .unwrap();
+    sink.apply(&batch(
+        vec![change("t", Op::Delete, 1, "0", Value::Null, 45)],
+        4,
+    ))
+    .unwrap();
+    assert_eq!(
+        rows(&sink, SELECT),
+        vec![vec![s("1"), s("2.00"), s("new"), s("c")]]
+    );
+    // The stored offset never moves back either.
+    assert_eq!(
+        sink.stored_offsets().unwrap(),
+        vec![("topic".to_string(), 0, 11)]
+    );
+}
+
+#[test]
+fn toast_placeholder_keeps_the_stored_value_or_writes_null() {
+    let mut sink = DuckDbSink::open(&temp_db("toast"), false).unwrap();
+    sink.apply(&batch(
+        vec![change(
+            "t",
+            Op::Insert,
+            1,
+            "1.00",
+            Value::Text("long bio".into()),
+            1,
+        )],
+        0,
+    ))
+    .unwrap();
+    let counts = sink
+        .apply(&batch(
+            vec![
+                change("t", Op::Update, 1, "2.00", Value::Unavailable, 2),
+                change("t", Op::Update, 9, "9.00", Value::Unavailable, 3),
+            ],
+            1,
+        ))
+        .unwrap();
+    assert_eq!(counts.toast_missing, 1);
+    assert_eq!(
+        rows(&sink, SELECT),
+        vec![
+            vec![s("1"), s("2.00"), s("long bio"), s("u")],
+            vec![s("9"), s("9.00"), None, s("u")]
+        ]
+    );
+    let placeholder = rows(
+        &sink,
+        "SELECT count(*)::VARCHAR FROM t WHERE \"bio \"\"quoted\"\"\" LIKE '%debezium%'",
+    );
+    assert_eq!(placeholder, vec![vec![s("0")]]);
+}
+
+#[test]
+fn soft_delete_marks_rows() {
+    let mut sink = DuckDbSink::open(&temp_db("soft"), true).unwrap();
+    sink.apply(&batch(
+        vec![change("t", Op::Insert, 1, "1.00", Value::Null, 1)],
+        0,
+    ))
+    .unwrap();
+    sink.apply(&batch(
+        vec![change("t", Op::Delete, 1, "0", Value::Null, 2)],
+        1,
+    ))
+    .unwrap();
+    assert_eq!(
+        rows(&sink, "SELECT CAST(id AS VARCHAR), CAST(\"Amount\" AS VARCHAR), _floe_op, CAST(_floe_deleted AS VARCHAR) FROM t"),
+        vec![vec![s("1"), s("1.00"), s("d"), s("true")]]
+    );
+    sink.apply(&batch(
+        vec![change("t", Op::Insert, 1, "5.00", Value::Null, 3)],
+        2,
+    ))
+    .unwrap();
+    assert_eq!(
+        rows(&sink, "SELECT CAST(_floe_deleted AS VARCHAR) FROM t"),
+        vec![vec![s("false")]]
+    );
+}
+
+#[test]
+fn truncate_empties_the_table_before_later_rows() {
+    let mut sink = DuckDbSink::open(&temp_db("truncate"), false).unwrap();
+    sink.apply(&batch(
+        vec![change("t", Op::Insert, 1, "1.00", Value::Null, 1)],
+        0,
+    ))
+    .unwrap();
+    let mut b = batch(vec![], 0);
+    b.truncate("t".into());
+    let topic: Arc<str> = "topic".into();
+    b.advance(&topic, 0, 1);
+    b.advance(&topic, 0, 2);
+    b.add_row(
+        change("t", Op::Insert, 7, "7.00", Value::Null, 9),
+        &topic,
+        0,
+        2,
+    );
+    assert_eq!(sink.apply(&b).unwrap().truncates, 1);
+    assert_eq!(
+        rows(&sink, "SELECT CAST(id AS VARCHAR) FROM t"),
+        vec![vec![s("7")]]
+    );
+}
+
+#[test]
+fn later_columns_are_added() {
+    let mut sink = DuckDbSink::open(&temp_db("alter"), false).unwrap();
+    sink.apply(&batch(
+        vec![change("t", Op::Insert, 1, "1.00", Value::Null, 1)],
+        0,
+    ))
+    .unwrap();
+    let mut c = change("t", Op::Insert, 2, "2.00", Value::Null, 2);
+    c.schema = schema(true);
+    c.values.push(Value::List(vec![
+        Value::Text("a\"b".into()),
+        Value::Text("c".into()),
+    ]));
+    sink.apply(&batch(vec![c], 1)).unwrap();
+    assert_eq!(
+        rows(
+            &sink,
+            "SELECT CAST(id AS VARCHAR), array_to_string(tags, '|') FROM t ORDER BY id"
+        ),
+        vec![vec![s("1"), None], vec![s("2"), s("a\"b|c")]]
+    );
+}
+
+#[test]
+fn a_failed_batch_changes_nothing() {
+    let mut sink = DuckDbSink::open(&temp_db("rollback"), false).unwrap();
+    sink.apply(&batch(
+        vec![change("t", Op::Insert, 1, "1.00", Value::Null, 1)],
+        0,
+    ))
+    .unwrap();
+    let bad = batch(
+        vec![
+            change("t", Op::Update, 1, "5.00", Value::Null, 2),
+            change("t", Op::Insert, 2, "not a number", Value::Null, 3),
+        ],
+        1,
+    );
+    let err = sink.apply(&bad).unwrap_err();
+    assert_eq!(err.category(), "sink_permanent", "{err}");
+    assert_eq!(
+        rows(&sink, SELECT),
+        vec![vec![s("1"), s("1.00"), None, s("c")]]
+    );
+    assert_eq!(
+        sink.stored_offsets().unwrap(),
+        vec![("topic".to_string(), 0, 1)]
+    );
+    // The sink is usable afterwards.
+    sink.apply(&batch(
+        vec![change("t", Op::Update, 1, "6.00", Value::Null, 4)],
+        3,
+    ))
+    .unwrap();
+    assert_eq!(rows(&sink, SELECT)[0][1], s("6.00"));
+}
+
+#[test]
+fn timestamps_are_utc_instants() {
+    let mut sink = DuckDbSink::open(&temp_db("tz"), false).unwrap();
+    sink.apply(&batch(
+        vec![change("t", Op::Insert, 1, "1.00", Value::Null, 1)],
+        0,
+    ))
+    .unwrap();
+    assert_eq!(
+        rows(&sink, "SELECT CAST(epoch_us(\"at\") AS VARCHAR), CAST(epoch_ms(_floe_source_ts) AS VARCHAR) FROM t"),
+        vec![vec![s("1700000000123456"), s("1700000000000")]]
+    );
+}
