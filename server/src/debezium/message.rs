@@ -201,14 +201,7 @@ pub(super) fn decode_event(
     let key_names: Vec<&str> = key.0.iter().map(|(k, _)| k.as_ref()).collect();
     let (decoders, schema) = match schema {
         Some(raw) => {
-            let decoders = decoder.columns_for(raw.get())?;
-            let schema = table_schema(
-                decoders
-                    .iter()
-                    .map(|c| (c.name.clone(), c.ty.clone()))
-                    .collect(),
-                &key_names,
-            )?;
+            let (decoders, schema) = decoder.schema_for(raw.get(), &key_names)?;
             (Some(decoders), schema)
         }
         None => (
@@ -267,7 +260,7 @@ fn decode_key(key: Option<&[u8]>) -> Result<Members<'_>, DecodeError> {
     Ok(members)
 }
 
-fn table_schema(
+pub(super) fn table_schema(
     columns: Vec<(String, ColumnType)>,
     key_names: &[&str],
 ) -> Result<Arc<TableSchema>, DecodeError> {

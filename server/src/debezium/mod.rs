@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
-use crate::change::{Change, Event, KafkaPosition};
+use crate::change::{Change, Event, KafkaPosition, TableSchema};
 
 pub use values::TOAST_PLACEHOLDER;
 
@@ -40,7 +40,13 @@ pub enum DecodeError {
 /// topic repeats the same schema in every message, so it is parsed once.
 #[derive(Default)]
 pub struct Decoder {
-    schemas: HashMap<u64, Arc<Vec<schema::ColumnDecoder>>>,
+    schemas: HashMap<u64, Parsed>,
+}
+
+/// A parsed envelope schema and the table schema built for one key layout.
+struct Parsed {
+    columns: Arc<Vec<schema::ColumnDecoder>>,
+    table: Option<(Vec<String>, Arc<TableSchema>)>,
 }
 
 impl Decoder {
@@ -59,25 +65,46 @@ impl Decoder {
         Ok(Change { kafka, event })
     }
 
-    fn columns_for(
+    /// The column decoders and table schema of an enveloped message, parsed once per
+    /// distinct schema text and key layout.
+    fn schema_for(
         &mut self,
         raw_schema: &str,
-    ) -> Result<Arc<Vec<schema::ColumnDecoder>>, DecodeError> {
+        key_names: &[&str],
+    ) -> Result<(Arc<Vec<schema::ColumnDecoder>>, Arc<TableSchema>), DecodeError> {
         let mut hasher = DefaultHasher::new();
         raw_schema.hash(&mut hasher);
         let id = hasher.finish();
-        if let Some(found) = self.schemas.get(&id) {
-            return Ok(found.clone());
+        if !self.schemas.contains_key(&id) {
+            let envelope: schema::FieldSchema = serde_json::from_str(raw_schema).map_err(|e| {
+                DecodeError::Schema(format!("schema is not a Connect schema: {e}"))
+            })?;
+            let columns = Arc::new(schema::row_columns(&envelope)?);
+            // Bounded: a topic whose schema changes on every message must not grow memory.
+            if self.schemas.len() >= 1024 {
+                self.schemas.clear();
+            }
+            self.schemas.insert(id, Parsed { columns, table: None });
         }
-        let envelope: schema::FieldSchema = serde_json::from_str(raw_schema)
-            .map_err(|e| DecodeError::Schema(format!("schema is not a Connect schema: {e}")))?;
-        let columns = Arc::new(schema::row_columns(&envelope)?);
-        // Bounded: a topic whose schema changes on every message must not grow memory.
-        if self.schemas.len() >= 1024 {
-            self.schemas.clear();
+        let parsed = self
+            .schemas
+            .get_mut(&id)
+            .ok_or_else(|| DecodeError::Schema("schema cache miss".into()))?;
+        if let Some((keys, table)) = &parsed.table {
+            if keys.iter().map(String::as_str).eq(key_names.iter().copied()) {
+                return Ok((parsed.columns.clone(), table.clone()));
+            }
         }
-        self.schemas.insert(id, columns.clone());
-        Ok(columns)
+        let table = message::table_schema(
+            parsed
+                .columns
+                .iter()
+                .map(|c| (c.name.clone(), c.ty.clone()))
+                .collect(),
+            key_names,
+        )?;
+        parsed.table = Some((key_names.iter().map(|k| k.to_string()).collect(), table.clone()));
+        Ok((parsed.columns.clone(), table))
     }
 }
 
