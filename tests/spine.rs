@@ -44,6 +44,21 @@ fn stream_loads_into_tables_equal_to_the_model() {
     broker.create_topic("dbserver1.public.transactions", 2);
     let mut types = Workload::new(Profile::AllTypes, 300, 3000, 11);
     broker.produce("dbserver1.public.all_types", &mut types, 3000);
+    // Messages floe cannot decode are logged, counted and committed; the rest still loads.
+    broker.produce_raw(
+        "dbserver1.public.all_types",
+        &[
+            (
+                Some("{\"id\":1}"),
+                Some(b"{\"op\":\"c\",\"after\":{\"id\":1}".as_slice()),
+            ),
+            (
+                Some("{\"id\":2}"),
+                Some(b"{\"op\":\"x\",\"source\":{\"table\":\"all_types\"}}".as_slice()),
+            ),
+            (Some("{\"id\":3}"), Some(b"\xff\xfe not utf-8".as_slice())),
+        ],
+    );
     let mut tx = Workload::new(Profile::Transactions, 500, 4000, 12);
     broker.produce("dbserver1.public.transactions", &mut tx, 4000);
 
@@ -69,7 +84,16 @@ fn stream_loads_into_tables_equal_to_the_model() {
     assert_no_duplicate_keys(&db, "transactions", "transaction_id");
     let log = floe.log_text();
     assert!(log.contains("consumed="), "stats line missing:\n{log}");
-    assert!(!log.contains("cannot decode"), "decode errors:\n{log}");
+    assert_eq!(log.matches("cannot decode").count(), 3, "{log}");
+    assert!(
+        log.contains("unknown op \"x\""),
+        "the reason is logged:\n{log}"
+    );
+    assert!(
+        log.contains("topic=\"dbserver1.public.all_types\"") && log.contains("offset="),
+        "{log}"
+    );
+    assert!(log.contains("errors=3"), "{log}");
 }
 
 /// kill -9 while loading, several times; each restart resumes from the sink's offsets.

@@ -163,6 +163,26 @@ impl Broker {
         produce::produce(&self.addr, topic, workload, events, 0, |_| {}).expect("produce");
     }
 
+    /// Produces records as given (key, value), for messages the generator never writes.
+    pub fn produce_raw(&self, topic: &str, records: &[(Option<&str>, Option<&[u8]>)]) {
+        use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+        let producer: BaseProducer = ClientConfig::new()
+            .set("bootstrap.servers", &self.addr)
+            .create()
+            .expect("producer");
+        for (key, value) in records {
+            let mut record: BaseRecord<'_, str, [u8]> = BaseRecord::to(topic);
+            if let Some(k) = key {
+                record = record.key(*k);
+            }
+            if let Some(v) = value {
+                record = record.payload(*v);
+            }
+            producer.send(record).map_err(|(e, _)| e).expect("send");
+        }
+        producer.flush(Duration::from_secs(30)).expect("flush");
+    }
+
     /// High watermark of every partition of `topic`.
     pub fn high_watermarks(&self, topic: &str) -> BTreeMap<i32, i64> {
         let consumer = self.consumer("floe-test-watermarks");

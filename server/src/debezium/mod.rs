@@ -76,22 +76,31 @@ impl Decoder {
         raw_schema.hash(&mut hasher);
         let id = hasher.finish();
         if !self.schemas.contains_key(&id) {
-            let envelope: schema::FieldSchema = serde_json::from_str(raw_schema).map_err(|e| {
-                DecodeError::Schema(format!("schema is not a Connect schema: {e}"))
-            })?;
+            let envelope: schema::FieldSchema = serde_json::from_str(raw_schema)
+                .map_err(|e| DecodeError::Schema(format!("schema is not a Connect schema: {e}")))?;
             let columns = Arc::new(schema::row_columns(&envelope)?);
             // Bounded: a topic whose schema changes on every message must not grow memory.
             if self.schemas.len() >= 1024 {
                 self.schemas.clear();
             }
-            self.schemas.insert(id, Parsed { columns, table: None });
+            self.schemas.insert(
+                id,
+                Parsed {
+                    columns,
+                    table: None,
+                },
+            );
         }
         let parsed = self
             .schemas
             .get_mut(&id)
             .ok_or_else(|| DecodeError::Schema("schema cache miss".into()))?;
         if let Some((keys, table)) = &parsed.table {
-            if keys.iter().map(String::as_str).eq(key_names.iter().copied()) {
+            if keys
+                .iter()
+                .map(String::as_str)
+                .eq(key_names.iter().copied())
+            {
                 return Ok((parsed.columns.clone(), table.clone()));
             }
         }
@@ -103,7 +112,10 @@ impl Decoder {
                 .collect(),
             key_names,
         )?;
-        parsed.table = Some((key_names.iter().map(|k| k.to_string()).collect(), table.clone()));
+        parsed.table = Some((
+            key_names.iter().map(|k| k.to_string()).collect(),
+            table.clone(),
+        ));
         Ok((parsed.columns.clone(), table))
     }
 }
