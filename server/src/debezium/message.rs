@@ -119,8 +119,10 @@ impl Source {
 /// Splits `{"schema": …, "payload": …}` from a bare payload. Returns (schema, payload);
 /// a `None` payload is a tombstone.
 fn unwrap_envelope(bytes: &[u8]) -> Result<(Option<&RawValue>, Option<&RawValue>), DecodeError> {
+    let text =
+        std::str::from_utf8(bytes).map_err(|e| DecodeError::Json(format!("not UTF-8 ({e})")))?;
     let whole: &RawValue =
-        serde_json::from_slice(bytes).map_err(|e| DecodeError::Json(e.to_string()))?;
+        serde_json::from_str(text).map_err(|e| DecodeError::Json(e.to_string()))?;
     if !whole.get().starts_with('{') {
         return Err(DecodeError::NotAnEvent(format!(
             "expected a JSON object, found {}",

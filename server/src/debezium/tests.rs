@@ -420,6 +420,10 @@ fn bad_messages_name_the_problem() {
     };
     assert!(err("{\"op\":").contains("not valid JSON"));
     assert!(err("[1,2]").contains("an array"));
+    let not_utf8 = decode(Some(ID_KEY), Some(b"{\"op\": \"\xff\"}"))
+        .unwrap_err()
+        .to_string();
+    assert!(not_utf8.contains("not UTF-8"), "{not_utf8}");
     assert!(err("{\"op\":\"x\",\"source\":{\"table\":\"t\"}}").contains("unknown op \"x\""));
     assert!(err("{\"before\":null}").contains("no \"op\""));
     assert!(err("{\"op\":\"c\",\"after\":{\"id\":1}}").contains("source.table"));
