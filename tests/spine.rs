@@ -106,9 +106,7 @@ fn kill_9_loses_nothing_and_duplicates_nothing() {
     broker.create_topic(topic, 3);
     let mut tx = Workload::new(Profile::Transactions, 3000, 30_000, 21);
     broker.produce(topic, &mut tx, 30_000);
-    let high = broker.high_watermarks(topic);
-    let partitions: Vec<i32> = high.keys().copied().collect();
-    let total: i64 = high.values().sum();
+    let total: i64 = broker.progress("crash", topic).iter().map(|p| p.high).sum();
     let mut env = floe_env(&broker, topic, "crash", "all", &db);
     env.push(("FLOE_BATCH_MAX_ROWS", "500".into()));
     env.push(("FLOE_BATCH_MAX_PENDING_ROWS", "1000".into()));
@@ -119,7 +117,7 @@ fn kill_9_loses_nothing_and_duplicates_nothing() {
         let mut floe = Floe::start(&env, dir.join(format!("floe-{round}.log")));
         // Kill once this run has applied something new, but before it is done.
         let progress = wait_for("progress before the kill", LOAD_TIMEOUT, || {
-            let done: i64 = broker.committed("crash", topic, &partitions).values().sum();
+            let done = broker.committed_total("crash", topic);
             (done > last_progress).then_some(done)
         });
         std::thread::sleep(Duration::from_millis(37 * (round + 1)));
@@ -161,18 +159,12 @@ fn sigterm_flushes_and_commits_what_was_loaded() {
     broker.create_topic(topic, 2);
     let mut tx = Workload::new(Profile::Transactions, 2000, 20_000, 31);
     broker.produce(topic, &mut tx, 20_000);
-    let partitions = [0, 1];
     let mut env = floe_env(&broker, topic, "term", "all", &db);
     env.push(("FLOE_BATCH_MAX_ROWS", "300".into()));
     env.push(("FLOE_BATCH_MAX_PENDING_ROWS", "600".into()));
     let mut floe = Floe::start(&env, dir.join("floe.log"));
     wait_for("some progress", LOAD_TIMEOUT, || {
-        (broker
-            .committed("term", topic, &partitions)
-            .values()
-            .sum::<i64>()
-            > 0)
-        .then_some(())
+        (broker.committed_total("term", topic) > 0).then_some(())
     });
     assert_eq!(
         floe.terminate(Duration::from_secs(30)),
@@ -180,7 +172,11 @@ fn sigterm_flushes_and_commits_what_was_loaded() {
         "{}",
         floe.log_text()
     );
-    let committed = broker.committed("term", topic, &partitions);
+    let committed: std::collections::BTreeMap<i32, i64> = broker
+        .progress("term", topic)
+        .iter()
+        .filter_map(|p| Some((p.partition, p.committed?)))
+        .collect();
     let stored: std::collections::BTreeMap<i32, i64> = query_text(
         &db,
         "SELECT CAST(\"partition\" AS VARCHAR), CAST(next_offset AS VARCHAR) FROM _floe_offsets",

@@ -2,9 +2,6 @@
 //! and stops them when dropped, also when a test fails.
 
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -12,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use floe::generate::{produce, Profile, Workload};
+pub use floe::source::PartitionProgress;
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -183,60 +181,28 @@ impl Broker {
         producer.flush(Duration::from_secs(30)).expect("flush");
     }
 
-    /// High watermark of every partition of `topic`.
-    pub fn high_watermarks(&self, topic: &str) -> BTreeMap<i32, i64> {
-        let consumer = self.consumer("floe-test-watermarks");
-        let md = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .expect("metadata");
-        let mut out = BTreeMap::new();
-        for p in md.topics()[0].partitions() {
-            let (_, high) = consumer
-                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
-                .expect("watermarks");
-            out.insert(p.id(), high);
-        }
-        out
+    /// The group's committed offsets against the high watermarks, per partition.
+    pub fn progress(&self, group: &str, topic: &str) -> Vec<PartitionProgress> {
+        floe::source::group_progress(&self.addr, group, topic).expect("group progress")
     }
 
-    /// Offsets `group` has committed for each partition of `topic` (absent: none).
-    pub fn committed(&self, group: &str, topic: &str, partitions: &[i32]) -> BTreeMap<i32, i64> {
-        let consumer = self.consumer(group);
-        let mut tpl = TopicPartitionList::new();
-        for p in partitions {
-            tpl.add_partition(topic, *p);
-        }
-        let mut out = BTreeMap::new();
-        if let Ok(c) = consumer.committed_offsets(tpl, Duration::from_secs(10)) {
-            for e in c.elements() {
-                if let Offset::Offset(o) = e.offset() {
-                    out.insert(e.partition(), o);
-                }
-            }
-        }
-        out
-    }
-
-    fn consumer(&self, group: &str) -> BaseConsumer {
-        ClientConfig::new()
-            .set("bootstrap.servers", &self.addr)
-            .set("group.id", group)
-            .set("enable.auto.commit", "false")
-            .create()
-            .expect("consumer")
+    /// Sum of the group's committed offsets over the partitions of `topic`.
+    pub fn committed_total(&self, group: &str, topic: &str) -> i64 {
+        self.progress(group, topic)
+            .iter()
+            .filter_map(|p| p.committed)
+            .sum()
     }
 
     /// Waits until `group` has committed every partition of `topic` to its high watermark.
     pub fn wait_fully_committed(&self, group: &str, topic: &str, timeout: Duration) {
-        let high = self.high_watermarks(topic);
-        let partitions: Vec<i32> = high.keys().copied().collect();
         wait_for(
-            &format!("{group} to commit {topic} up to {high:?}"),
+            &format!("{group} to commit all of {topic}"),
             timeout,
             || {
-                let committed = self.committed(group, topic, &partitions);
-                high.iter()
-                    .all(|(p, h)| *h == 0 || committed.get(p).is_some_and(|c| c >= h))
+                self.progress(group, topic)
+                    .iter()
+                    .all(|p| p.lag() == 0)
                     .then_some(())
             },
         );
