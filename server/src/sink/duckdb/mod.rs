@@ -163,9 +163,16 @@ impl DuckDbSink {
             ..ApplyCounts::default()
         };
         let target = quote_ident(table);
+        // Staged keys are compared in the target's type (a DECIMAL key travels as text).
         let on = key
             .iter()
-            .map(|k| format!("t.{0} = s.{0}", quote_ident(k)))
+            .map(|k| {
+                let ident = quote_ident(k);
+                match columns.iter().find(|c| &c.name == k) {
+                    Some(c) => format!("t.{ident} = {}", convert(&format!("s.{ident}"), &c.ty)),
+                    None => format!("t.{ident} = s.{ident}"),
+                }
+            })
             .collect::<Vec<_>>()
             .join(" AND ");
         if !staged.toast_columns.is_empty() {
