@@ -31,7 +31,8 @@ END=$(date +%s.%N)
 RSS_KB=$(awk '/VmHWM/ {print $2}' /proc/$PID/status)
 CPU=$(awk '{print ($14 + $15) / 100}' /proc/$PID/stat)
 kill -TERM $PID; wait $PID || true
-MESSAGES=$(echo "$RAW" | python3 -c 'import json,sys; print(json.load(sys.stdin)["messages"])')
+# floe's own count: the memory storage reports high watermarks slightly behind the end.
+MESSAGES=$(grep -o 'consumed=[0-9]*' "$DIR/floe.log" | tail -1 | cut -d= -f2)
 python3 - "$RAW" "$START" "$END" "$MESSAGES" "$RSS_KB" "$CPU" <<'PY'
 import json, sys
 raw = json.loads(sys.argv[1]); start, end = float(sys.argv[2]), float(sys.argv[3])

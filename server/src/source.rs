@@ -191,8 +191,10 @@ pub struct PartitionProgress {
 }
 
 impl PartitionProgress {
+    /// Messages not yet committed; never negative (a broker may report a high watermark
+    /// behind the last offset, tansu's memory storage does).
     pub fn lag(&self) -> i64 {
-        self.high - self.committed.unwrap_or(0)
+        (self.high - self.committed.unwrap_or(0)).max(0)
     }
 }
 
