@@ -50,8 +50,8 @@ kill "$TAIL_PID" 2>/dev/null || true
 
 echo "==> rows by status"
 "$FLOE" query --duckdb "$DIR/floe.duckdb" \
-    "SELECT status, CAST(count(*) AS VARCHAR) AS row_count, CAST(sum(amount) AS VARCHAR) AS total_amount FROM transactions GROUP BY status ORDER BY status"
+    "SELECT status, count(*) AS row_count, sum(amount) AS total_amount FROM transactions GROUP BY status ORDER BY status"
 echo "==> a few rows"
 "$FLOE" query --duckdb "$DIR/floe.duckdb" \
-    "SELECT CAST(transaction_id AS VARCHAR) AS transaction_id, CAST(user_id AS VARCHAR) AS user_id, CAST(amount AS VARCHAR) AS amount, status, CAST(created_at AS VARCHAR) AS created_at, CAST(updated_at AS VARCHAR) AS updated_at, _floe_op FROM transactions ORDER BY transactions.transaction_id LIMIT 5"
+    "SELECT transaction_id, user_id, amount, status, created_at, updated_at, _floe_op, _floe_lsn FROM transactions ORDER BY transaction_id LIMIT 5"
 echo "==> done: $DIR/floe.duckdb"

@@ -108,9 +108,9 @@ fn query(path: &std::path::Path, sql: &str) -> anyhow::Result<()> {
             printed_header = true;
         }
         let values: Vec<String> = (0..n)
-            .map(|i| match row.get_ref(i) {
-                Ok(duckdb::types::ValueRef::Null) => "NULL".to_string(),
-                _ => row.get::<_, String>(i).unwrap_or_else(|_| "?".into()),
+            .map(|i| match row.get::<_, duckdb::types::Value>(i) {
+                Ok(value) => display(value),
+                Err(e) => format!("<{e}>"),
             })
             .collect();
         println!("{}", values.join(" | "));
@@ -172,4 +172,26 @@ fn raw_consume(brokers: &str, topic: &str) -> anyhow::Result<()> {
     let secs = started.elapsed().as_secs_f64();
     println!("{{\"messages\": {seen}, \"parsed\": {parsed}, \"seconds\": {secs:.3}, \"events_per_s\": {:.0}}}", seen as f64 / secs);
     Ok(())
+}
+
+/// Plain text for the common DuckDB types; cast in SQL for anything shown as `Debug`.
+fn display(value: duckdb::types::Value) -> String {
+    use duckdb::types::Value as V;
+    match value {
+        V::Null => "NULL".into(),
+        V::Boolean(b) => b.to_string(),
+        V::TinyInt(i) => i.to_string(),
+        V::SmallInt(i) => i.to_string(),
+        V::Int(i) => i.to_string(),
+        V::BigInt(i) => i.to_string(),
+        V::HugeInt(i) => i.to_string(),
+        V::Float(f) => f.to_string(),
+        V::Double(f) => f.to_string(),
+        V::Decimal(d) => d.to_string(),
+        V::Text(t) => t,
+        V::Timestamp(unit, v) => floe::change::format_timestamp(unit.to_micros(v)),
+        V::Date32(days) => floe::change::format_date(days),
+        V::Time64(unit, v) => floe::change::format_time(unit.to_micros(v)),
+        other => format!("{other:?}"),
+    }
 }
