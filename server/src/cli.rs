@@ -82,5 +82,8 @@ pub enum Command {
         brokers: String,
         #[arg(long)]
         topic: String,
+        /// librdkafka `fetch.wait.max.ms`, the same value floe is given in the benchmark.
+        #[arg(long, default_value_t = 500)]
+        fetch_wait_ms: u64,
     },
 }

@@ -58,7 +58,11 @@ fn main() -> anyhow::Result<()> {
             wait,
         } => progress(&brokers, &group, &topic, wait),
         Command::Query { duckdb, sql } => query(&duckdb, &sql),
-        Command::RawConsume { brokers, topic } => raw_consume(&brokers, &topic),
+        Command::RawConsume {
+            brokers,
+            topic,
+            fetch_wait_ms,
+        } => raw_consume(&brokers, &topic, fetch_wait_ms),
     }
 }
 
@@ -136,13 +140,14 @@ async fn shutdown_signal() {
     }
 }
 
-fn raw_consume(brokers: &str, topic: &str) -> anyhow::Result<()> {
+fn raw_consume(brokers: &str, topic: &str, fetch_wait_ms: u64) -> anyhow::Result<()> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     use rdkafka::message::Message;
     use rdkafka::{ClientConfig, Offset, TopicPartitionList};
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "floe-raw-consume")
+        .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
         .set("enable.auto.commit", "false")
         .create()?;
     let parts = floe::source::group_progress(brokers, "floe-raw-consume", topic)?;
