@@ -11,6 +11,7 @@ mod values;
 #[cfg(test)]
 mod tests;
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
@@ -75,26 +76,23 @@ impl Decoder {
         let mut hasher = DefaultHasher::new();
         raw_schema.hash(&mut hasher);
         let id = hasher.finish();
-        if !self.schemas.contains_key(&id) {
-            let envelope: schema::FieldSchema = serde_json::from_str(raw_schema)
-                .map_err(|e| DecodeError::Schema(format!("schema is not a Connect schema: {e}")))?;
-            let columns = Arc::new(schema::row_columns(&envelope)?);
-            // Bounded: a topic whose schema changes on every message must not grow memory.
-            if self.schemas.len() >= 1024 {
-                self.schemas.clear();
-            }
-            self.schemas.insert(
-                id,
-                Parsed {
-                    columns,
-                    table: None,
-                },
-            );
+        // Bounded: a topic whose schema changes on every message must not grow memory.
+        if self.schemas.len() >= 1024 && !self.schemas.contains_key(&id) {
+            self.schemas.clear();
         }
-        let parsed = self
-            .schemas
-            .get_mut(&id)
-            .ok_or_else(|| DecodeError::Schema("schema cache miss".into()))?;
+        let parsed = match self.schemas.entry(id) {
+            Entry::Occupied(known) => known.into_mut(),
+            Entry::Vacant(new) => {
+                let envelope: schema::FieldSchema =
+                    serde_json::from_str(raw_schema).map_err(|e| {
+                        DecodeError::Schema(format!("schema is not a Connect schema: {e}"))
+                    })?;
+                new.insert(Parsed {
+                    columns: Arc::new(schema::row_columns(&envelope)?),
+                    table: None,
+                })
+            }
+        };
         if let Some((keys, table)) = &parsed.table {
             if keys
                 .iter()
