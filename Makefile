@@ -7,8 +7,9 @@ TANSU_VERSION := 0.6.0
 TANSU := $(CACHE)/tansu/bin/tansu
 export FLOE_TANSU := $(TANSU)
 FLOE := $(CARGO_TARGET_DIR)/debug/floe
+export FLOE_GUESTS := $(CACHE)/guests
 
-.PHONY: help demo test build tansu bench fmt lint clean-demo
+.PHONY: help demo test build tansu guests bench fmt lint clean-demo
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort
@@ -21,18 +22,23 @@ $(TANSU):
 
 tansu: $(TANSU) ## Install the tansu Kafka broker into the cache
 
+guests: ## Build the example and hostile validators (wasm32-wasip2 components)
+	GUESTS_OUT=$(FLOE_GUESTS) GUESTS_TARGET_DIR=$(CACHE)/guest-target bash scripts/guests.sh
+
 build: ## Build floe, its tests and its binaries (debug)
 	cargo build --workspace --bins --tests
 
 test: ## Run every test: unit tests and end-to-end tests against a real broker
 	$(MAKE) -j2 tansu build
+	$(MAKE) guests
 	cargo test --workspace -- --test-threads=1
 
-demo: ## Broker + load generator + floe into DuckDB, live progress, then what landed
+demo: ## Broker + load generator + floe (with a validator) into DuckDB, then what landed
 	$(MAKE) -j2 tansu build
+	$(MAKE) guests
 	FLOE=$(FLOE) TANSU=$(TANSU) bash scripts/demo.sh
 
-bench: tansu ## Raw consume+parse vs floe end to end (release build)
+bench: tansu guests ## Raw consume+parse vs floe end to end, with and without a validator (release)
 	cargo build --release --workspace --bins
 	TANSU=$(TANSU) FLOE=$(CARGO_TARGET_DIR)/release/floe bash scripts/bench.sh
 

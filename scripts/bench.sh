@@ -29,25 +29,47 @@ echo "==> (a) raw consume + serde_json parse"
 RAW=$("$FLOE" raw-consume --brokers "$BROKERS" --topic "$TOPIC" --fetch-wait-ms "$FETCH_WAIT_MS")
 echo "$RAW"
 
-echo "==> (b) floe end to end into DuckDB"
-START=$(date +%s.%N)
-FLOE_KAFKA_BROKERS=$BROKERS FLOE_KAFKA_TOPICS=$TOPIC FLOE_KAFKA_GROUP=bench FLOE_KAFKA_ASSIGNMENT=all \
-FLOE_DUCKDB_PATH=$DIR/bench.duckdb FLOE_STATS_INTERVAL_MS=5000 "$FLOE" run --config "$DIR/floe.toml" >"$DIR/floe.log" 2>&1 &
-PID=$!
-"$FLOE" progress --brokers "$BROKERS" --group bench --topic "$TOPIC" --wait 900 >/dev/null
-END=$(date +%s.%N)
-RSS_KB=$(awk '/VmHWM/ {print $2}' /proc/$PID/status)
-CPU=$(awk '{print ($14 + $15) / 100}' /proc/$PID/stat)
-kill -TERM $PID; wait $PID || true
-# floe's own count: the memory storage reports high watermarks slightly behind the end.
-MESSAGES=$(grep -o 'consumed=[0-9]*' "$DIR/floe.log" | tail -1 | cut -d= -f2)
-python3 - "$RAW" "$START" "$END" "$MESSAGES" "$RSS_KB" "$CPU" <<'PY'
+# Runs floe over the whole topic; prints "events_per_s rss_kib cpu_s".
+run_floe() { # name, extra config
+    local name=$1
+    { cat "$DIR/floe.toml"; printf '%s\n' "$2"; } >"$DIR/$name.toml"
+    local start end pid rss cpu messages
+    start=$(date +%s.%N)
+    FLOE_KAFKA_BROKERS=$BROKERS FLOE_KAFKA_TOPICS=$TOPIC FLOE_KAFKA_GROUP=$name FLOE_KAFKA_ASSIGNMENT=all \
+    FLOE_DUCKDB_PATH=$DIR/$name.duckdb FLOE_STATS_INTERVAL_MS=5000 FLOE_WASM_CACHE_DIR=$DIR/wasm-cache \
+        "$FLOE" run --config "$DIR/$name.toml" >"$DIR/$name.log" 2>&1 &
+    pid=$!
+    "$FLOE" progress --brokers "$BROKERS" --group "$name" --topic "$TOPIC" --wait 900 >/dev/null
+    end=$(date +%s.%N)
+    rss=$(awk '/VmHWM/ {print $2}' /proc/$pid/status)
+    cpu=$(awk '{print ($14 + $15) / 100}' /proc/$pid/stat)
+    kill -TERM $pid; wait $pid || true
+    # floe's own count: the memory storage reports high watermarks slightly behind the end.
+    messages=$(grep -o 'consumed=[0-9]*' "$DIR/$name.log" | tail -1 | cut -d= -f2)
+    python3 -c "print($messages / ($end - $start), $rss, $cpu, $messages)"
+    tail -n 1 "$DIR/$name.log" >&2
+}
+
+echo "==> (b) floe pass-through into DuckDB"
+PASS=$(run_floe bench "")
+echo "$PASS"
+echo "==> (c) floe + transactions-validator into DuckDB"
+VALIDATED=$(run_floe bench_validated "[[routes]]
+table = \"transactions\"
+validator = \"$FLOE_GUESTS/transactions-validator.wasm\"")
+echo "$VALIDATED"
+python3 - "$RAW" "$PASS" "$VALIDATED" <<'PY'
 import json, sys
-raw = json.loads(sys.argv[1]); start, end = float(sys.argv[2]), float(sys.argv[3])
-messages = int(sys.argv[4]); rss = int(sys.argv[5]); cpu = float(sys.argv[6])
-floe = messages / (end - start)
-print(json.dumps({"raw_events_per_s": round(raw["events_per_s"]), "floe_events_per_s": round(floe),
-                  "ratio": round(floe / raw["events_per_s"], 3), "floe_peak_rss_mib": round(rss / 1024, 1),
-                  "floe_cpu_seconds": cpu, "messages": messages}, indent=2))
+raw = json.loads(sys.argv[1])["events_per_s"]
+def parse(s):
+    rate, rss, cpu, messages = s.split()
+    return {"events_per_s": round(float(rate)), "peak_rss_mib": round(int(rss) / 1024, 1),
+            "cpu_seconds": float(cpu), "messages": int(messages)}
+passthrough, validated = parse(sys.argv[2]), parse(sys.argv[3])
+print(json.dumps({"raw_events_per_s": round(raw),
+                  "floe_passthrough": passthrough, "floe_validated": validated,
+                  "passthrough_vs_raw": round(passthrough["events_per_s"] / raw, 3),
+                  "validated_vs_raw": round(validated["events_per_s"] / raw, 3),
+                  "validator_cost": round(1 - validated["events_per_s"] / passthrough["events_per_s"], 3)},
+                 indent=2))
 PY
-tail -n 3 "$DIR/floe.log"

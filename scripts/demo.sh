@@ -26,14 +26,38 @@ start_tansu "$DIR/broker" "$PORT" "sqlite://tansu.db"
 
 echo "==> generating $EVENTS changes at $RATE/s into $TOPIC"
 "$FLOE" generate --brokers "$BROKERS" --topic "$TOPIC" --events "$EVENTS" --keys 5000 --rate "$RATE" \
+    --invalid-percent 2 \
     >"$DIR/generate.log" 2>&1 &
 GEN_PID=$!
 sleep 1
 
-echo "==> running floe into $DIR/floe.duckdb (stats every 2 s)"
-FLOE_KAFKA_BROKERS=$BROKERS FLOE_KAFKA_TOPICS=$TOPIC FLOE_KAFKA_GROUP=demo \
-FLOE_DUCKDB_PATH=$DIR/floe.duckdb FLOE_STATS_INTERVAL_MS=2000 \
-    "$FLOE" run --config floe.example.toml >"$DIR/floe.log" 2>&1 &
+# The transactions table goes through the example validator; what it rejects lands in
+# the dead-letter topic.
+cat >"$DIR/floe.toml" <<TOML
+[kafka]
+brokers = "$BROKERS"
+topics = ["$TOPIC"]
+group = "demo"
+
+[sink.duckdb]
+path = "$DIR/floe.duckdb"
+
+[runtime]
+stats_interval_ms = 2000
+
+[dlq]
+topic = "demo.dlq"
+
+[wasm]
+cache_dir = "$DIR/wasm-cache"
+
+[[routes]]
+table = "transactions"
+validator = "$FLOE_GUESTS/transactions-validator.wasm"
+TOML
+
+echo "==> running floe into $DIR/floe.duckdb, transactions validated by transactions-validator.wasm"
+"$FLOE" run --config "$DIR/floe.toml" >"$DIR/floe.log" 2>&1 &
 FLOE_PID=$!
 # Live progress: the stats line and anything that goes wrong.
 tail -n +1 -f "$DIR/floe.log" | grep --line-buffered -E "floe::stats|ERROR|WARN" &
@@ -54,4 +78,6 @@ echo "==> rows by status"
 echo "==> a few rows"
 "$FLOE" query --duckdb "$DIR/floe.duckdb" \
     "SELECT transaction_id, user_id, amount, status, created_at, updated_at, _floe_op, _floe_lsn FROM transactions ORDER BY transaction_id LIMIT 5"
+echo "==> dead letters in demo.dlq (what a replay with today's validator would do)"
+"$FLOE" dlq replay --config "$DIR/floe.toml" --dry-run
 echo "==> done: $DIR/floe.duckdb"

@@ -44,7 +44,7 @@ fn stream_loads_into_tables_equal_to_the_model() {
     broker.create_topic("dbserver1.public.transactions", 2);
     let mut types = Workload::new(Profile::AllTypes, 300, 3000, 11);
     broker.produce("dbserver1.public.all_types", &mut types, 3000);
-    // Messages floe cannot decode are logged, counted and committed; the rest still loads.
+    // Messages floe cannot decode go to the DLQ and are committed; the rest still loads.
     broker.produce_raw(
         "dbserver1.public.all_types",
         &[
@@ -94,6 +94,18 @@ fn stream_loads_into_tables_equal_to_the_model() {
         "{log}"
     );
     assert!(log.contains("errors=3"), "{log}");
+    let dead: Vec<TopicRecord> = broker.read_all("floe.dlq");
+    assert_eq!(
+        dead.len(),
+        3,
+        "each undecodable message is dead-lettered: {dead:?}"
+    );
+    assert!(dead.iter().all(|r| r.header("floe.category") == "decode"));
+    assert!(
+        dead.iter()
+            .any(|r| r.value.as_deref() == Some(b"\xff\xfe not utf-8".as_slice())),
+        "dead letters keep the original bytes"
+    );
 }
 
 /// kill -9 while loading, several times; each restart resumes from the sink's offsets.

@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::change::{Column, Op, RowChange, Value};
+use crate::dlq::DeadLetter;
+use crate::transform::Staged;
 
 /// The last change of one key within a batch, with the Kafka position it came from.
 #[derive(Debug, Clone)]
@@ -113,6 +115,11 @@ pub struct Batch {
     pub tables: BTreeMap<Arc<str>, TableBatch>,
     /// Tables truncated at the source; emptied before this batch's rows are merged.
     pub truncates: BTreeSet<Arc<str>>,
+    /// Changes of validated tables, by source table in source order, not yet validated:
+    /// a validator sees every change, so deduplication waits for its verdicts.
+    pub staged: BTreeMap<Arc<str>, Vec<Staged>>,
+    /// Records this batch sends to the DLQ; acknowledged before its offsets are stored.
+    pub dead_letters: Vec<DeadLetter>,
     /// Per (topic, partition): the next offset to consume once this batch is applied.
     pub offsets: BTreeMap<(Arc<str>, i32), i64>,
     /// Messages this batch accounts for, loaded or skipped.
@@ -143,10 +150,18 @@ impl Batch {
             .add(change, topic, partition, offset);
     }
 
-    /// Rows merged earlier in this batch are dropped: the truncate erases them anyway.
-    pub fn truncate(&mut self, table: Arc<str>) {
-        self.tables.remove(&table);
-        self.truncates.insert(table);
+    /// A change for the validator of `source_table`.
+    pub fn stage(&mut self, source_table: Arc<str>, staged: Staged) {
+        self.row_events += 1;
+        self.staged.entry(source_table).or_default().push(staged);
+    }
+
+    /// Rows merged earlier in this batch are dropped: the truncate erases them anyway
+    /// (so do changes staged before it, unvalidated).
+    pub fn truncate(&mut self, source_table: &str, target: Arc<str>) {
+        self.staged.remove(source_table);
+        self.tables.remove(&target);
+        self.truncates.insert(target);
     }
 
     /// Distinct rows across tables.
@@ -273,7 +288,7 @@ mod tests {
     fn truncate_drops_earlier_rows_of_that_table() {
         let mut b = Batch::default();
         b.add_row(change(Op::Insert, 1, Value::Null, 0), &"x".into(), 0, 0);
-        b.truncate("t".into());
+        b.truncate("t", "t".into());
         b.add_row(change(Op::Insert, 2, Value::Null, 0), &"x".into(), 0, 2);
         assert!(b.truncates.contains("t"));
         assert_eq!(b.tables["t"].pending.len(), 1);

@@ -55,6 +55,9 @@ pub enum Command {
         /// Partitions of the topic when floe creates it.
         #[arg(long, default_value_t = 3)]
         partitions: i32,
+        /// Percent of `transactions` updates that break the example validator's rules.
+        #[arg(long, default_value_t = 0)]
+        invalid_percent: u32,
     },
     /// Show a consumer group's committed offsets against the topic's high watermarks.
     Progress {
@@ -67,6 +70,11 @@ pub enum Command {
         /// Wait up to this many seconds until the group has caught up; exit 1 if it has not.
         #[arg(long)]
         wait: Option<u64>,
+    },
+    /// Work with the dead-letter queue.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
     },
     /// Run a read-only SQL query against a DuckDB file floe is not running on.
     Query {
@@ -85,5 +93,31 @@ pub enum Command {
         /// librdkafka `fetch.wait.max.ms`, the same value floe is given in the benchmark.
         #[arg(long, default_value_t = 500)]
         fetch_wait_ms: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Send dead letters back through the pipeline with the validators configured now:
+    /// those that would load are written back to their source topic, the rest stay.
+    Replay {
+        /// The configuration of the running pipeline (brokers, DLQ topic, routes).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Only this category (decode, validation, transform_trap, …).
+        #[arg(long)]
+        category: Option<String>,
+        /// Only records of this source table.
+        #[arg(long)]
+        table: Option<String>,
+        /// First DLQ offset to consider.
+        #[arg(long)]
+        from_offset: Option<i64>,
+        /// Last DLQ offset to consider (inclusive).
+        #[arg(long)]
+        to_offset: Option<i64>,
+        /// Report what would happen without writing anything.
+        #[arg(long)]
+        dry_run: bool,
     },
 }

@@ -30,6 +30,10 @@ pub struct Config {
     pub sink: SinkConfig,
     pub batch: BatchConfig,
     pub runtime: RuntimeConfig,
+    pub dlq: DlqConfig,
+    pub wasm: WasmConfig,
+    /// Per-table routes: validator, target table, key columns and sandbox limits.
+    pub routes: Vec<RouteConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -160,6 +164,84 @@ impl Default for RuntimeConfig {
     }
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DlqConfig {
+    /// Kafka topic receiving records floe cannot load; created at start if missing.
+    pub topic: String,
+    /// How long a flush waits for the broker to acknowledge its dead letters.
+    pub ack_timeout_ms: u64,
+}
+
+impl Default for DlqConfig {
+    fn default() -> Self {
+        Self {
+            topic: "floe.dlq".into(),
+            ack_timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct WasmConfig {
+    /// Compiled validators are kept here, keyed by content hash, so a restart does not
+    /// recompile them.
+    pub cache_dir: PathBuf,
+}
+
+impl Default for WasmConfig {
+    fn default() -> Self {
+        Self {
+            cache_dir: PathBuf::from("floe-wasm-cache"),
+        }
+    }
+}
+
+/// How the changes of one source table are validated and where they land.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// The source table (`source.table` of the Debezium events).
+    pub table: String,
+    /// A validator component (`.wasm`, built for wasm32-wasip2).
+    #[serde(default)]
+    pub validator: Option<PathBuf>,
+    /// The target table; default: the source table's name.
+    #[serde(default)]
+    pub target: Option<String>,
+    /// Key columns of the target; default: the Debezium key.
+    #[serde(default)]
+    pub key: Option<Vec<String>>,
+    #[serde(default)]
+    pub limits: SandboxLimits,
+}
+
+/// What one validator may use.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxLimits {
+    /// Linear memory; a grow beyond it traps (`transform_oom`).
+    pub memory_mib: u64,
+    /// Wall-clock time per call; beyond it the call is interrupted (`transform_timeout`).
+    pub deadline_ms: u64,
+    /// Largest accepted component file.
+    pub max_component_mib: u64,
+    /// Changes per guest call; larger batches are split.
+    pub max_changes_per_call: usize,
+}
+
+impl Default for SandboxLimits {
+    fn default() -> Self {
+        Self {
+            memory_mib: 64,
+            deadline_ms: 100,
+            max_component_mib: 16,
+            max_changes_per_call: 1000,
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Kind {
     Text,
@@ -184,12 +266,16 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("FLOE_SHUTDOWN_TIMEOUT_MS", "runtime.shutdown_timeout_ms"),
     ("FLOE_STATS_INTERVAL_MS", "runtime.stats_interval_ms"),
     ("FLOE_SINK_RETRY_MS", "runtime.sink_retry_ms"),
+    ("FLOE_DLQ_TOPIC", "dlq.topic"),
+    ("FLOE_DLQ_ACK_TIMEOUT_MS", "dlq.ack_timeout_ms"),
+    ("FLOE_WASM_CACHE_DIR", "wasm.cache_dir"),
 ];
 
 fn kind_of(path: &str) -> Kind {
     match path {
         "kafka.topics" => Kind::List,
         "sink.soft_delete" => Kind::Bool,
+        "dlq.ack_timeout_ms" => Kind::Int,
         p if p.starts_with("batch.") || p.starts_with("runtime.") => Kind::Int,
         _ => Kind::Text,
     }
@@ -405,5 +491,24 @@ mod tests {
     fn missing_topics_is_refused() {
         let err = Config::from_toml("f", "", no_env).unwrap_err().to_string();
         assert!(err.contains("kafka.topics"), "{err}");
+    }
+
+    #[test]
+    fn routes_parse_with_limits_and_refuse_unknown_keys() {
+        let text = "[kafka]\ntopics=[\"a\"]\n[[routes]]\ntable = \"transactions\"\n\
+                    validator = \"v.wasm\"\nkey = [\"id\"]\n[routes.limits]\ndeadline_ms = 50\n";
+        let c = Config::from_toml("f", text, no_env).unwrap();
+        assert_eq!(c.routes.len(), 1);
+        let r = &c.routes[0];
+        assert_eq!(r.validator.as_deref(), Some(Path::new("v.wasm")));
+        assert_eq!(r.key.as_deref(), Some(&["id".to_string()][..]));
+        assert_eq!(r.limits.deadline_ms, 50);
+        assert_eq!(r.limits.memory_mib, 64, "unset limits keep their defaults");
+
+        let err = Config::from_toml("f", "[[routes]]\ntable = \"t\"\nvalidatr = \"x\"\n", no_env)
+            .unwrap_err();
+        assert!(err.to_string().contains("validatr"), "{err}");
+        let err = Config::from_toml("f", "[[routes]]\nvalidator = \"x\"\n", no_env).unwrap_err();
+        assert!(err.to_string().contains("table"), "{err}");
     }
 }

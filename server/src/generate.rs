@@ -75,12 +75,18 @@ pub struct Workload {
     /// Deleted keys, re-created once the key space is used up.
     dead: Vec<i64>,
     rows: BTreeMap<i64, Row>,
+    /// The table a loader ends with when it also accepts the `chargeback` status.
+    lenient: BTreeMap<i64, Row>,
     next_key: i64,
     lsn: i64,
     emitted: u64,
     /// Events after which `all_types` rows carry the `region` column.
     region_after: u64,
     base_us: i64,
+    /// Share of `transactions` updates made invalid (negative amount or unknown status).
+    invalid_percent: u32,
+    /// Invalid updates emitted; a validating loader rejects each and keeps the row as it was.
+    pub invalid_events: u64,
 }
 
 impl Workload {
@@ -93,12 +99,23 @@ impl Workload {
             live: Vec::new(),
             dead: Vec::new(),
             rows: BTreeMap::new(),
+            lenient: BTreeMap::new(),
             next_key: 1,
             lsn: 30_000_000,
             emitted: 0,
             region_after: expected_events / 2,
             base_us: 1_767_225_600_000_000, // 2026-01-01T00:00:00Z
+            invalid_percent: 0,
+            invalid_events: 0,
         }
+    }
+
+    /// Makes `percent`% of `transactions` updates break `transactions-validator`'s rules:
+    /// a negative amount or the status `chargeback`. The reference model leaves their
+    /// rows unchanged, as a loader that rejects them must.
+    pub fn with_invalid_percent(mut self, percent: u32) -> Self {
+        self.invalid_percent = percent.min(100);
+        self
     }
 
     pub fn table(&self) -> &'static str {
@@ -147,6 +164,7 @@ impl Workload {
         let snapshot = self.emitted <= 20;
         let op = if snapshot { "r" } else { "c" };
         let record = self.record(op, &row, false);
+        self.lenient.insert(id, row.clone());
         self.rows.insert(id, row);
         record
     }
@@ -165,7 +183,20 @@ impl Workload {
         if toast {
             row.bio = old.bio.clone();
         }
+        if self.profile == Profile::Transactions
+            && self.rng.random_range(0..100) < self.invalid_percent
+        {
+            self.invalid_events += 1;
+            if self.rng.random_bool(0.5) {
+                row.cents = -row.cents;
+            } else {
+                row.status = "chargeback";
+                self.lenient.insert(id, row.clone());
+            }
+            return self.record("u", &row, false);
+        }
         let record = self.record("u", &row, toast);
+        self.lenient.insert(id, row.clone());
         self.rows.insert(id, row);
         record
     }
@@ -174,6 +205,7 @@ impl Workload {
         let idx = self.rng.random_range(0..self.live.len());
         let id = self.live.swap_remove(idx);
         self.dead.push(id);
+        self.lenient.remove(&id);
         let Some(row) = self.rows.remove(&id) else {
             return vec![];
         };
@@ -415,8 +447,17 @@ impl Workload {
 
     /// The final table as text, ordered by key, column by column as in `check_query`.
     pub fn expected(&self) -> Vec<Vec<Option<String>>> {
-        self.rows
-            .values()
+        self.as_text(&self.rows)
+    }
+
+    /// The final table had the `chargeback` updates been accepted too (each change
+    /// applied in source order, as the never-move-backwards guard ensures).
+    pub fn expected_lenient(&self) -> Vec<Vec<Option<String>>> {
+        self.as_text(&self.lenient)
+    }
+
+    fn as_text(&self, rows: &BTreeMap<i64, Row>) -> Vec<Vec<Option<String>>> {
+        rows.values()
             .map(|r| match self.profile {
                 Profile::Transactions => vec![
                     Some(r.id.to_string()),

@@ -3,7 +3,7 @@ use clap::Parser;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use floe::cli::{Cli, Command, LogFormat};
+use floe::cli::{Cli, Command, DlqCommand, LogFormat};
 use floe::config::Config;
 use floe::generate::{produce, Workload};
 use floe::telemetry::{self, Stats};
@@ -31,11 +31,13 @@ fn main() -> anyhow::Result<()> {
             seed,
             rate,
             partitions,
+            invalid_percent,
         } => {
             runtime
                 .block_on(produce::create_topic(&brokers, &topic, partitions))
                 .with_context(|| format!("cannot create topic {topic}"))?;
-            let mut workload = Workload::new(profile, keys, events, seed);
+            let mut workload =
+                Workload::new(profile, keys, events, seed).with_invalid_percent(invalid_percent);
             let records = produce::produce(&brokers, &topic, &mut workload, events, rate, |n| {
                 if n % 50_000 == 0 && n > 0 {
                     tracing::info!(events = n, "produced");
@@ -45,6 +47,7 @@ fn main() -> anyhow::Result<()> {
             tracing::info!(
                 events,
                 records,
+                invalid = workload.invalid_events,
                 rows = workload.expected().len(),
                 topic,
                 "generated"
@@ -58,6 +61,35 @@ fn main() -> anyhow::Result<()> {
             wait,
         } => progress(&brokers, &group, &topic, wait),
         Command::Query { duckdb, sql } => query(&duckdb, &sql),
+        Command::Dlq {
+            command:
+                DlqCommand::Replay {
+                    config,
+                    category,
+                    table,
+                    from_offset,
+                    to_offset,
+                    dry_run,
+                },
+        } => {
+            let config = Config::load(config.as_deref())?;
+            let category = match category {
+                Some(c) => Some(
+                    floe::dlq::Category::parse(&c)
+                        .with_context(|| format!("unknown DLQ category {c:?}"))?,
+                ),
+                None => None,
+            };
+            let filter = floe::replay::Filter {
+                category,
+                table,
+                from_offset,
+                to_offset,
+            };
+            let report = floe::replay::replay(&config, &filter, dry_run)?;
+            println!("{report}");
+            Ok(())
+        }
         Command::RawConsume {
             brokers,
             topic,

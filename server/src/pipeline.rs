@@ -19,11 +19,12 @@ use crate::batch::Batch;
 use crate::change::{Event, KafkaPosition};
 use crate::config::{Assignment, Config, SinkKind, TruncateMode};
 use crate::debezium::Decoder;
+use crate::dlq::{Category, DeadLetter, DlqError, DlqWriter, Origin};
 use crate::sink::duckdb::DuckDbSink;
 use crate::sink::{ApplyCounts, Sink, SinkError};
 use crate::source::{self, Source, SourceError};
 use crate::telemetry::Stats;
-use crate::transform::{Transform, Verdict};
+use crate::transform::{LoadError, Outcome, RouteError, Routes, Runtime, Staged};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -35,6 +36,12 @@ pub enum PipelineError {
     ShutdownTimeout(Duration),
     #[error("the sink thread stopped unexpectedly")]
     SinkGone,
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    #[error(transparent)]
+    Wasm(#[from] LoadError),
+    #[error(transparent)]
+    Dlq(#[from] DlqError),
 }
 
 /// The outcome of one flush, reported by the sink thread.
@@ -56,6 +63,23 @@ pub async fn run(
         )?),
     };
     let stored = sink.stored_offsets()?;
+    // The runtime outlives the routes: its ticker drives the validators' deadlines.
+    let wasm_runtime = match Routes::needs_runtime(&config.routes) {
+        true => Some(Runtime::new(&config.wasm.cache_dir)?),
+        false => None,
+    };
+    let routes = Arc::new(Routes::load(&config.routes, wasm_runtime.as_ref())?);
+    if let Err(e) =
+        crate::generate::produce::create_topic(&config.kafka.brokers, &config.dlq.topic, 1).await
+    {
+        tracing::warn!(topic = %config.dlq.topic, error = %e, "cannot create the DLQ topic; it must exist before a record is dead-lettered");
+    }
+    let dlq = DlqWriter::connect(
+        &config.kafka,
+        &config.dlq.topic,
+        Duration::from_millis(config.dlq.ack_timeout_ms),
+        tokio::runtime::Handle::current(),
+    )?;
     let source = source::connect(
         &config.kafka,
         sink.offset_reader()?,
@@ -80,10 +104,16 @@ pub async fn run(
     let sink_thread = {
         let stats = stats.clone();
         let stop = stop_retrying.clone();
-        let retry = Duration::from_millis(config.runtime.sink_retry_ms);
+        let load = LoadStage {
+            routes: routes.clone(),
+            dlq,
+            stats,
+            stop,
+            retry: Duration::from_millis(config.runtime.sink_retry_ms),
+        };
         std::thread::Builder::new()
             .name("floe-sink".into())
-            .spawn(move || sink_loop(sink.as_mut(), sink_inbox, sink_done, &stats, &stop, retry))
+            .spawn(move || load.run(sink.as_mut(), sink_inbox, sink_done))
             .map_err(|_| PipelineError::SinkGone)?
     };
 
@@ -92,7 +122,7 @@ pub async fn run(
         stats: &stats,
         source: &source,
         decoder: Decoder::new(),
-        transform: Transform,
+        routes: &routes,
         batch: Batch::default(),
         in_flight: false,
         topics: config
@@ -116,6 +146,7 @@ pub async fn run(
     stop_retrying.store(true, Ordering::Relaxed);
     drop(to_sink);
     let _ = tokio::task::spawn_blocking(move || sink_thread.join()).await;
+    drop(wasm_runtime);
     tracing::info!("{}", stats.line());
     result
 }
@@ -125,7 +156,7 @@ struct Loop<'a> {
     stats: &'a Stats,
     source: &'a Source,
     decoder: Decoder,
-    transform: Transform,
+    routes: &'a Routes,
     batch: Batch,
     in_flight: bool,
     topics: Vec<Arc<str>>,
@@ -235,6 +266,13 @@ impl Loop<'_> {
             offset: m.offset(),
         };
         self.batch.advance(&topic, m.partition(), m.offset());
+        let origin = || Origin {
+            topic: topic.clone(),
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+        };
         let change = match self.decoder.decode(m.key(), m.payload(), position) {
             Ok(c) => c,
             Err(e) => {
@@ -245,22 +283,45 @@ impl Loop<'_> {
                     partition = m.partition(),
                     offset = m.offset(),
                     reason = %e,
-                    "cannot decode message; skipped and committed"
+                    "cannot decode message; sent to the DLQ"
                 );
+                self.batch.dead_letters.push(DeadLetter {
+                    origin: origin(),
+                    category: Category::Decode,
+                    reason: e.to_string(),
+                    code: None,
+                    table: None,
+                    validator: None,
+                });
                 return;
             }
         };
         Stats::add(&self.stats.decoded, 1);
         match change.event {
-            Event::Row(row) => match self.transform.apply(row) {
-                Verdict::Accept(row) => self.batch.add_row(row, &topic, m.partition(), m.offset()),
-                Verdict::Skip => Stats::add(&self.stats.skipped, 1),
-                Verdict::Reject { code, message } => {
-                    tracing::warn!(category = "validation", code, message, "change rejected");
+            Event::Row(row) => match self.routes.get(&row.table) {
+                None => self.batch.add_row(row, &topic, m.partition(), m.offset()),
+                Some(route) if route.validator.is_some() => {
+                    let staged = Staged {
+                        change: row,
+                        origin: origin(),
+                    };
+                    self.batch.stage(staged.change.table.clone(), staged);
+                }
+                Some(route) => {
+                    let table = row.table.clone();
+                    let outcome = route.accepted(row);
+                    absorb(&mut self.batch, self.stats, outcome, origin(), table, None);
                 }
             },
             Event::Truncate { table } => match self.config.sink.truncate {
-                TruncateMode::Apply => self.batch.truncate(table),
+                TruncateMode::Apply => {
+                    let target = self
+                        .routes
+                        .get(&table)
+                        .and_then(|r| r.target.clone())
+                        .unwrap_or_else(|| table.clone());
+                    self.batch.truncate(&table, target);
+                }
                 TruncateMode::Ignore => Stats::add(&self.stats.skipped, 1),
             },
             Event::Skip(_) => Stats::add(&self.stats.skipped, 1),
@@ -281,42 +342,149 @@ impl Loop<'_> {
         for table in self.batch.tables.values_mut() {
             table.retain(|row| !gone(&row.topic, row.partition));
         }
+        for staged in self.batch.staged.values_mut() {
+            staged.retain(|s| !gone(&s.origin.topic, s.origin.partition));
+        }
+        self.batch
+            .dead_letters
+            .retain(|d| !gone(&d.origin.topic, d.origin.partition));
     }
 }
 
-fn sink_loop(
-    sink: &mut dyn Sink,
-    inbox: mpsc::Receiver<Batch>,
-    done: tokio_mpsc::UnboundedSender<Flushed>,
+/// Puts one change's outcome into the batch: a row to load, a skip, or a dead letter.
+fn absorb(
+    batch: &mut Batch,
     stats: &Stats,
-    stop: &AtomicBool,
-    retry: Duration,
+    outcome: Outcome,
+    origin: Origin,
+    table: Arc<str>,
+    validator: Option<(Arc<str>, Arc<str>)>,
 ) {
-    while let Ok(batch) = inbox.recv() {
-        let started = Instant::now();
-        loop {
-            match sink.apply(&batch) {
-                Ok(counts) => {
-                    tracing::debug!(
-                        rows = batch.rows(),
-                        messages = batch.messages,
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        "batch applied"
-                    );
-                    let _ = done.send(Flushed {
-                        offsets: batch.offsets.clone(),
-                        counts,
-                    });
-                    break;
-                }
-                Err(e) => {
-                    Stats::add(&stats.sink_errors, 1);
-                    tracing::error!(category = e.category(), error = %e, "sink failed; retrying the same batch");
-                    if stop.load(Ordering::Relaxed) {
-                        return;
+    let (category, reason, code) = match outcome {
+        Outcome::Accept(row) => {
+            batch.add_row(row, &origin.topic, origin.partition, origin.offset);
+            return;
+        }
+        Outcome::Skip => {
+            Stats::add(&stats.skipped, 1);
+            return;
+        }
+        Outcome::Reject { code, message } => {
+            Stats::add(&stats.rejected, 1);
+            (Category::Validation, message, Some(code))
+        }
+        Outcome::Failed { category, reason } => {
+            if category != Category::Validation {
+                Stats::add(&stats.guest_failures, 1);
+            }
+            (category, reason, None)
+        }
+    };
+    batch.dead_letters.push(DeadLetter {
+        origin,
+        category,
+        reason,
+        code,
+        table: Some(table),
+        validator,
+    });
+}
+
+/// The sink thread: validates staged changes, writes dead letters, applies the batch.
+/// Guest calls run here, never on the async runtime's workers.
+struct LoadStage {
+    routes: Arc<Routes>,
+    dlq: DlqWriter,
+    stats: Arc<Stats>,
+    stop: Arc<AtomicBool>,
+    retry: Duration,
+}
+
+impl LoadStage {
+    fn run(
+        &self,
+        sink: &mut dyn Sink,
+        inbox: mpsc::Receiver<Batch>,
+        done: tokio_mpsc::UnboundedSender<Flushed>,
+    ) {
+        while let Ok(mut batch) = inbox.recv() {
+            let started = Instant::now();
+            self.validate_staged(&mut batch);
+            // Dead letters are acknowledged before the offsets that pass them are stored;
+            // once acknowledged they are not sent again when the sink retries.
+            while !batch.dead_letters.is_empty() {
+                match self.dlq.send_all(&batch.dead_letters) {
+                    Ok(()) => {
+                        Stats::add(&self.stats.dead_lettered, batch.dead_letters.len() as u64);
+                        batch.dead_letters.clear();
                     }
-                    std::thread::sleep(retry);
+                    Err(e) => {
+                        tracing::error!(category = e.category(), error = %e, "cannot write the DLQ; not committing until it can");
+                        if self.pause() {
+                            return;
+                        }
+                    }
                 }
+            }
+            loop {
+                match sink.apply(&batch) {
+                    Ok(counts) => {
+                        tracing::debug!(
+                            rows = batch.rows(),
+                            messages = batch.messages,
+                            elapsed_ms = started.elapsed().as_millis() as u64,
+                            "batch applied"
+                        );
+                        let _ = done.send(Flushed {
+                            offsets: batch.offsets.clone(),
+                            counts,
+                        });
+                        break;
+                    }
+                    Err(e) => {
+                        Stats::add(&self.stats.sink_errors, 1);
+                        tracing::error!(category = e.category(), error = %e, "sink failed; retrying the same batch");
+                        if self.pause() {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits before a retry; true when shutdown asks to give up instead.
+    fn pause(&self) -> bool {
+        if self.stop.load(Ordering::Relaxed) {
+            return true;
+        }
+        std::thread::sleep(self.retry);
+        false
+    }
+
+    fn validate_staged(&self, batch: &mut Batch) {
+        for (table, staged) in std::mem::take(&mut batch.staged) {
+            let route = self.routes.get(&table);
+            let Some((route, validator)) = route.and_then(|r| Some((r, r.validator.as_ref()?)))
+            else {
+                // Staged only for validated tables; load as-is rather than lose them.
+                for s in staged {
+                    let o = s.origin;
+                    batch.add_row(s.change, &o.topic, o.partition, o.offset);
+                }
+                continue;
+            };
+            let outcomes = route.validate(validator, &staged);
+            let tag = Some((validator.name.clone(), validator.hash.clone()));
+            for (s, outcome) in staged.into_iter().zip(outcomes) {
+                absorb(
+                    batch,
+                    &self.stats,
+                    outcome,
+                    s.origin,
+                    table.clone(),
+                    tag.clone(),
+                );
             }
         }
     }

@@ -12,6 +12,12 @@ pub struct Stats {
     /// Rows merged (inserts, updates, deletes) after in-batch deduplication.
     pub loaded: AtomicU64,
     pub decode_errors: AtomicU64,
+    /// Changes a validator rejected.
+    pub rejected: AtomicU64,
+    /// Records acknowledged by the dead-letter queue, any category.
+    pub dead_lettered: AtomicU64,
+    /// Failed validator calls (traps, timeouts, out of memory, contract breaches).
+    pub guest_failures: AtomicU64,
     pub sink_errors: AtomicU64,
     pub toast_missing: AtomicU64,
     pub flushes: AtomicU64,
@@ -27,11 +33,13 @@ impl Stats {
     pub fn line(&self) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         format!(
-            "consumed={} decoded={} skipped={} loaded={} flushes={} errors={} toast_missing={} lag={}",
+            "consumed={} decoded={} skipped={} loaded={} rejected={} dlq={} flushes={} errors={} toast_missing={} lag={}",
             get(&self.consumed),
             get(&self.decoded),
             get(&self.skipped),
             get(&self.loaded),
+            get(&self.rejected),
+            get(&self.dead_lettered),
             get(&self.flushes),
             get(&self.decode_errors) + get(&self.sink_errors),
             get(&self.toast_missing),

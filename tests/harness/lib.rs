@@ -58,6 +58,39 @@ pub fn floe_binary() -> PathBuf {
     dir.join("floe")
 }
 
+/// A validator component built by `make guests` (`scripts/guests.sh`).
+pub fn guest(name: &str) -> PathBuf {
+    let dir = std::env::var("FLOE_GUESTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+            PathBuf::from(home).join(".cache/floe/guests")
+        });
+    let path = dir.join(format!("{name}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: run `make guests` (or `make test`)",
+        path.display()
+    );
+    path
+}
+
+/// One record read back from a topic.
+#[derive(Debug, Clone)]
+pub struct TopicRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+impl TopicRecord {
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map_or("", String::as_str)
+    }
+}
+
 /// A tansu broker with sqlite storage in its own folder.
 pub struct Broker {
     child: Child,
@@ -181,6 +214,80 @@ impl Broker {
         producer.flush(Duration::from_secs(30)).expect("flush");
     }
 
+    /// Every record of `topic` up to its high watermarks, in partition then offset order.
+    pub fn read_all(&self, topic: &str) -> Vec<TopicRecord> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::message::{Headers, Message};
+        use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.addr)
+            .set("group.id", "floe-test-reader")
+            .set("enable.auto.commit", "false")
+            .set("fetch.wait.max.ms", "50")
+            .create()
+            .expect("consumer");
+        let timeout = Duration::from_secs(10);
+        let metadata = consumer
+            .fetch_metadata(Some(topic), timeout)
+            .expect("metadata");
+        let partitions: Vec<i32> = metadata.topics()[0]
+            .partitions()
+            .iter()
+            .map(|p| p.id())
+            .collect();
+        let mut tpl = TopicPartitionList::new();
+        let mut ends = std::collections::BTreeMap::new();
+        for p in partitions {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, timeout)
+                .expect("watermarks");
+            if high > low {
+                tpl.add_partition_offset(topic, p, Offset::Offset(low))
+                    .expect("tpl");
+                ends.insert(p, high);
+            }
+        }
+        consumer.assign(&tpl).expect("assign");
+        let mut out = Vec::new();
+        let start = Instant::now();
+        while !ends.is_empty() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "reading {topic} timed out"
+            );
+            let Some(m) = consumer.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let m = m.expect("consume");
+            let headers = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            let value = h.value.map(|v| String::from_utf8_lossy(v).into_owned());
+                            (h.key.to_string(), value.unwrap_or_default())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            out.push(TopicRecord {
+                partition: m.partition(),
+                offset: m.offset(),
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().map(<[u8]>::to_vec),
+                headers,
+            });
+            if ends
+                .get(&m.partition())
+                .is_some_and(|&end| m.offset() + 1 >= end)
+            {
+                ends.remove(&m.partition());
+            }
+        }
+        out.sort_by_key(|r| (r.partition, r.offset));
+        out
+    }
+
     /// The group's committed offsets against the high watermarks, per partition.
     pub fn progress(&self, group: &str, topic: &str) -> Vec<PartitionProgress> {
         floe::source::group_progress(&self.addr, group, topic).expect("group progress")
@@ -241,6 +348,16 @@ pub struct Floe {
 
 impl Floe {
     pub fn start(env: &[(&str, String)], log: PathBuf) -> Floe {
+        Self::start_args(&["run"], env, log)
+    }
+
+    /// `floe run --config <config>`, with `env` on top.
+    pub fn start_with_config(config: &Path, env: &[(&str, String)], log: PathBuf) -> Floe {
+        let config = config.display().to_string();
+        Self::start_args(&["run", "--config", &config], env, log)
+    }
+
+    fn start_args(args: &[&str], env: &[(&str, String)], log: PathBuf) -> Floe {
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -248,7 +365,7 @@ impl Floe {
             .expect("log file");
         let err = out.try_clone().expect("log file");
         let mut cmd = Command::new(floe_binary());
-        cmd.arg("run")
+        cmd.args(args)
             .stdout(out)
             .stderr(err)
             .env("FLOE_LOG", "info");
@@ -290,6 +407,13 @@ impl Floe {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Waits until the process exits on its own; its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> i32 {
+        let mut child = self.child.take().expect("floe is running");
+        let status = wait_for("floe to exit", timeout, || child.try_wait().ok().flatten());
+        status.code().unwrap_or(-1)
+    }
 }
 
 impl Drop for Floe {
@@ -327,4 +451,19 @@ pub fn assert_same_rows(actual: &[Vec<Option<String>>], expected: &[Vec<Option<S
         assert_eq!(a, e, "row {i} differs (actual, then expected)");
     }
     assert_eq!(actual.len(), expected.len(), "row count differs");
+}
+
+/// Runs a floe command to completion: exit code, stdout, stderr.
+pub fn floe_command(args: &[&str], env: &[(&str, String)]) -> (i32, String, String) {
+    let mut cmd = Command::new(floe_binary());
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run floe");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

@@ -254,7 +254,7 @@ fn truncate_empties_the_table_before_later_rows() {
     ))
     .unwrap();
     let mut b = batch(vec![], 0);
-    b.truncate("t".into());
+    b.truncate("t", "t".into());
     let topic: Arc<str> = "topic".into();
     b.advance(&topic, 0, 1);
     b.advance(&topic, 0, 2);

@@ -1,0 +1,380 @@
+//! The WebAssembly host: one engine, components compiled once and cached on disk by
+//! content hash, and a fresh store per call with memory, time and output limits.
+
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use super::wit::floe::transform::host::{Host, Level};
+use super::wit::floe::transform::types::{BatchResult, TableBatch};
+use super::wit::{Validator as Bindings, ValidatorPre};
+use crate::config::SandboxLimits;
+
+/// How often the epoch advances; a deadline is accurate to one tick.
+const TICK: Duration = Duration::from_millis(5);
+/// Guest output kept per call (stdout, stderr and log lines each).
+const OUTPUT_CAP: usize = 64 * 1024;
+const LOG_LINES_CAP: usize = 200;
+
+/// Interfaces a validator may import: floe's own and WASI without any capability to
+/// reach outside (no filesystem, sockets, HTTP or name lookups).
+const ALLOWED_IMPORTS: &[&str] = &[
+    "floe:transform/",
+    "wasi:io/",
+    "wasi:clocks/",
+    "wasi:random/",
+    "wasi:cli/environment",
+    "wasi:cli/exit",
+    "wasi:cli/stdin",
+    "wasi:cli/stdout",
+    "wasi:cli/stderr",
+    "wasi:cli/terminal-",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read validator {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("validator is {size} bytes, more than the limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error("not a valid WebAssembly component: {0}")]
+    Invalid(String),
+    #[error("the component imports {0}, which validators may not use (allowed: floe:transform, wasi:io, wasi:clocks, wasi:random, wasi:cli stdio/environment/exit)")]
+    ForbiddenImport(String),
+    #[error("the component does not implement the floe:transform/validator world: {0}")]
+    WrongWorld(String),
+    #[error("cannot set up the WebAssembly engine: {0}")]
+    Engine(String),
+}
+
+/// Why one guest call produced no verdicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    Trap,
+    Timeout,
+    OutOfMemory,
+    /// The guest answered, but not as the world requires.
+    Contract,
+}
+
+#[derive(Debug, Clone)]
+pub struct GuestFailure {
+    pub kind: FailureKind,
+    pub reason: String,
+}
+
+/// One engine per process, with a ticker thread driving epoch deadlines.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<GuestState>,
+    cache_dir: PathBuf,
+    stop_ticker: Arc<AtomicBool>,
+}
+
+impl Runtime {
+    pub fn new(cache_dir: &Path) -> Result<Self, LoadError> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|e| LoadError::Engine(e.to_string()))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| LoadError::Engine(e.to_string()))?;
+        Bindings::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| LoadError::Engine(e.to_string()))?;
+        let stop_ticker = Arc::new(AtomicBool::new(false));
+        {
+            let engine = engine.clone();
+            let stop = stop_ticker.clone();
+            std::thread::Builder::new()
+                .name("floe-wasm-epoch".into())
+                .spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        std::thread::sleep(TICK);
+                        engine.increment_epoch();
+                    }
+                })
+                .map_err(|e| LoadError::Engine(e.to_string()))?;
+        }
+        Ok(Self {
+            engine,
+            linker,
+            cache_dir: cache_dir.to_path_buf(),
+            stop_ticker,
+        })
+    }
+
+    pub fn load_file(
+        &self,
+        name: &str,
+        path: &Path,
+        limits: &SandboxLimits,
+    ) -> Result<Validator, LoadError> {
+        let bytes = std::fs::read(path).map_err(|source| LoadError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        self.load(name, &bytes, limits)
+    }
+
+    /// Checks and compiles a component, or loads the artifact compiled earlier.
+    pub fn load(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        limits: &SandboxLimits,
+    ) -> Result<Validator, LoadError> {
+        let limit = usize::try_from(limits.max_component_mib << 20).unwrap_or(usize::MAX);
+        if bytes.len() > limit {
+            return Err(LoadError::TooLarge {
+                size: bytes.len(),
+                limit,
+            });
+        }
+        let hash = hex::encode(Sha256::digest(bytes));
+        let component = self.compile_cached(&hash, bytes)?;
+        for (import, _) in component.component_type().imports(&self.engine) {
+            if !ALLOWED_IMPORTS.iter().any(|p| import.starts_with(p)) {
+                return Err(LoadError::ForbiddenImport(import.to_string()));
+            }
+        }
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .and_then(ValidatorPre::new)
+            .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        Ok(Validator {
+            name: name.into(),
+            hash: hash.into(),
+            pre,
+            engine: self.engine.clone(),
+            memory_bytes: usize::try_from(limits.memory_mib << 20).unwrap_or(usize::MAX),
+            deadline_ticks: (limits.deadline_ms * 1000).div_ceil(TICK.as_micros() as u64) + 1,
+            deadline: Duration::from_millis(limits.deadline_ms),
+        })
+    }
+
+    fn compile_cached(&self, hash: &str, bytes: &[u8]) -> Result<Component, LoadError> {
+        // The artifact name carries what makes it valid: the content and the engine's
+        // compatibility fingerprint (wasmtime version and settings). wasmtime also
+        // refuses an artifact another version built.
+        let artifact = self.cache_dir.join(format!(
+            "{hash}-{:016x}.cwasm",
+            engine_fingerprint(&self.engine)
+        ));
+        if artifact.exists() {
+            // SAFETY: floe wrote this file itself from a component it compiled; artifacts
+            // are never accepted from users.
+            match unsafe { Component::deserialize_file(&self.engine, &artifact) } {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    tracing::warn!(artifact = %artifact.display(), error = %e, "recompiling unusable artifact")
+                }
+            }
+        }
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        match component.serialize() {
+            Ok(serialized) => {
+                let tmp = artifact.with_extension("tmp");
+                let written = std::fs::create_dir_all(&self.cache_dir)
+                    .and_then(|_| std::fs::write(&tmp, serialized))
+                    .and_then(|_| std::fs::rename(&tmp, &artifact));
+                if let Err(e) = written {
+                    tracing::warn!(dir = %self.cache_dir.display(), error = %e, "cannot cache compiled validator");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot serialize compiled validator"),
+        }
+        Ok(component)
+    }
+}
+
+fn engine_fingerprint(engine: &Engine) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hasher);
+    hasher.finish()
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.stop_ticker.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A loaded validator, ready to be instantiated once per call.
+pub struct Validator {
+    pub name: Arc<str>,
+    /// SHA-256 of the component, hex.
+    pub hash: Arc<str>,
+    pre: ValidatorPre<GuestState>,
+    engine: Engine,
+    memory_bytes: usize,
+    deadline_ticks: u64,
+    deadline: Duration,
+}
+
+impl std::fmt::Debug for Validator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Validator")
+            .field("name", &self.name)
+            .field("hash", &self.hash)
+            .finish()
+    }
+}
+
+impl Validator {
+    /// One guest call in a fresh store: an instance that trapped is never re-entered.
+    pub fn call(&self, batch: &TableBatch) -> Result<BatchResult, GuestFailure> {
+        let stdout = MemoryOutputPipe::new(OUTPUT_CAP);
+        let stderr = MemoryOutputPipe::new(OUTPUT_CAP);
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .build();
+        let state = GuestState {
+            wasi,
+            table: ResourceTable::new(),
+            memory_bytes: self.memory_bytes,
+            memory_exceeded: false,
+            log: Vec::new(),
+        };
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| s);
+        store.set_epoch_deadline(self.deadline_ticks);
+        store.epoch_deadline_trap();
+        let result = self
+            .pre
+            .instantiate(&mut store)
+            .and_then(|instance| instance.call_validate(&mut store, batch));
+        let mut output = std::mem::take(&mut store.data_mut().log);
+        for (stream, pipe) in [("stdout", &stdout), ("stderr", &stderr)] {
+            let text = String::from_utf8_lossy(&pipe.contents()).into_owned();
+            output.extend(
+                text.lines()
+                    .map(|l| (Level::Info, format!("{stream}: {l}"))),
+            );
+        }
+        for (level, line) in &output {
+            match level {
+                Level::Error => tracing::error!(validator = %self.name, "{line}"),
+                Level::Warn => tracing::warn!(validator = %self.name, "{line}"),
+                Level::Info => tracing::info!(validator = %self.name, "{line}"),
+                Level::Debug => tracing::debug!(validator = %self.name, "{line}"),
+            }
+        }
+        result.map_err(|e| {
+            let kind = if store.data().memory_exceeded {
+                FailureKind::OutOfMemory
+            } else if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
+                FailureKind::Timeout
+            } else {
+                FailureKind::Trap
+            };
+            let what = match kind {
+                FailureKind::OutOfMemory => {
+                    format!("exceeded its memory limit of {} bytes", self.memory_bytes)
+                }
+                FailureKind::Timeout => format!("exceeded its deadline of {:?}", self.deadline),
+                _ => format!("trapped: {}", root_cause(&e)),
+            };
+            // The last lines the guest wrote usually say why (a panic message, say).
+            let tail: Vec<&str> = output
+                .iter()
+                .rev()
+                .take(3)
+                .map(|(_, l)| l.as_str())
+                .collect();
+            let reason = if tail.is_empty() {
+                format!("validator {} {what}", self.name)
+            } else {
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                format!(
+                    "validator {} {what}; guest output: {}",
+                    self.name,
+                    tail.join(" | ")
+                )
+            };
+            GuestFailure { kind, reason }
+        })
+    }
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary.
+pub fn clip(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
+
+fn root_cause(e: &wasmtime::Error) -> String {
+    match e.downcast_ref::<Trap>() {
+        Some(trap) => trap.to_string(),
+        None => e.root_cause().to_string(),
+    }
+}
+
+struct GuestState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    memory_bytes: usize,
+    memory_exceeded: bool,
+    log: Vec<(Level, String)>,
+}
+
+impl WasiView for GuestState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl ResourceLimiter for GuestState {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        if desired > self.memory_bytes {
+            self.memory_exceeded = true;
+            wasmtime::bail!("memory limit of {} bytes exceeded", self.memory_bytes);
+        }
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(desired <= 100_000)
+    }
+}
+
+impl Host for GuestState {
+    fn log(&mut self, level: Level, message: String) {
+        if self.log.len() < LOG_LINES_CAP {
+            self.log.push((level, clip(message, OUTPUT_CAP / 16)));
+        }
+    }
+}
+
+impl super::wit::floe::transform::types::Host for GuestState {}
