@@ -386,3 +386,94 @@ fn kill9_with_a_validator_loses_nothing() {
     );
     assert!(dlq.len() >= distinct.len());
 }
+
+/// A bare payload for a `notes` table of the given name.
+fn note(table: &str, id: i64, text: &str) -> (String, Vec<u8>) {
+    let value = serde_json::json!({
+        "before": null, "after": {"id": id, "note": text}, "op": "c",
+        "source": {"table": table, "lsn": 1000 + id, "ts_ms": 1_767_225_600_000i64},
+    });
+    (format!("{{\"id\":{id}}}"), value.to_string().into_bytes())
+}
+
+/// Each hostile guest on its own table, all in one process: the server stays up, only the
+/// poisoned change of each table reaches the DLQ with its category, and everything else —
+/// the rest of each batch and a table without a validator — loads.
+#[test]
+fn hostile_guests_cost_only_their_culprit_change() {
+    let broker = Broker::start("hostile");
+    let dir = scratch_dir("hostile");
+    let db = dir.join("floe.duckdb");
+    let topic = "dbserver1.public.notes";
+    broker.create_topic(topic, 1);
+    let hostile = [
+        ("looping", "poison-infinite-loop", "transform_timeout"),
+        ("bombing", "poison-memory-bomb", "transform_oom"),
+        ("trapping", "poison-trap", "transform_trap"),
+        ("miscounting", "poison-wrong-count", "transform_contract"),
+    ];
+    let mut records = Vec::new();
+    for i in 0..300 {
+        for (table, _, _) in hostile.iter().chain([&("plain", "", "")]) {
+            let text = if i == 150 { "poison" } else { "fine" };
+            records.push(note(table, i, text));
+        }
+    }
+    let raw: Vec<(Option<&str>, Option<&[u8]>)> = records
+        .iter()
+        .map(|(k, v)| (Some(k.as_str()), Some(v.as_slice())))
+        .collect();
+    broker.produce_raw(topic, &raw);
+    let routes: String = hostile
+        .iter()
+        .map(|(table, guest_name, _)| {
+            format!(
+                "[[routes]]\ntable = \"{table}\"\nvalidator = \"{}\"\n",
+                guest(guest_name).display()
+            )
+        })
+        .collect();
+    let config = write_config(&dir, &broker, topic, &routes);
+    let mut floe = Floe::start_with_config(&config, &[], dir.join("floe.log"));
+    broker.wait_fully_committed("floe-validators", topic, LOAD_TIMEOUT);
+    assert_eq!(
+        floe.terminate(Duration::from_secs(30)),
+        0,
+        "{}",
+        floe.log_text()
+    );
+
+    let dlq = broker.read_all("floe.dlq");
+    assert_eq!(dlq.len(), hostile.len(), "only the culprits: {dlq:?}");
+    for (table, guest_name, category) in hostile {
+        let letter = dlq
+            .iter()
+            .find(|r| r.header("floe.table") == table)
+            .unwrap_or_else(|| panic!("no dead letter for {table}: {dlq:?}"));
+        assert_eq!(letter.header("floe.category"), category, "{letter:?}");
+        assert_eq!(letter.header("floe.validator"), guest_name);
+        let value = String::from_utf8_lossy(letter.value.as_deref().unwrap_or_default());
+        assert!(value.contains("\"poison\""), "the culprit itself: {value}");
+        assert_eq!(
+            query_one(
+                &db,
+                &format!("SELECT CAST(count(*) AS VARCHAR) FROM {table}")
+            ),
+            "299",
+            "{table}: the rest of the batch loads"
+        );
+    }
+    let trap = dlq
+        .iter()
+        .find(|r| r.header("floe.table") == "trapping")
+        .expect("trap");
+    assert!(
+        trap.header("floe.reason")
+            .contains("poisoned record reached the validator"),
+        "the guest's panic message is in the reason: {trap:?}"
+    );
+    assert_eq!(
+        query_one(&db, "SELECT CAST(count(*) AS VARCHAR) FROM plain"),
+        "300"
+    );
+}
