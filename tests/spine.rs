@@ -123,22 +123,12 @@ fn kill_9_loses_nothing_and_duplicates_nothing() {
     env.push(("FLOE_BATCH_MAX_ROWS", "500".into()));
     env.push(("FLOE_BATCH_MAX_PENDING_ROWS", "1000".into()));
 
-    let mut kills = 0;
-    let mut last_progress = 0;
-    for round in 0..4 {
-        let mut floe = Floe::start(&env, dir.join(format!("floe-{round}.log")));
-        // Kill once this run has applied something new, but before it is done.
-        let progress = wait_for("progress before the kill", LOAD_TIMEOUT, || {
-            let done = broker.committed_total("crash", topic);
-            (done > last_progress).then_some(done)
-        });
-        std::thread::sleep(Duration::from_millis(37 * (round + 1)));
-        floe.kill9();
-        if progress < total {
-            kills += 1;
-        }
-        last_progress = progress;
-    }
+    let kills = kill_mid_load(
+        4,
+        total,
+        |round| Floe::start(&env, dir.join(format!("floe-{round}.log"))),
+        || broker.committed_total("crash", topic),
+    );
     assert!(
         kills >= 2,
         "floe finished before it could be killed mid-load"

@@ -341,21 +341,12 @@ fn kill9_with_a_validator_loses_nothing() {
         .iter()
         .map(|p| p.high)
         .sum();
-    let mut kills = 0;
-    let mut last_progress = 0;
-    for round in 0..3 {
-        let mut floe = Floe::start_with_config(&config, &[], dir.join(format!("floe-{round}.log")));
-        let progress = wait_for("progress before the kill", LOAD_TIMEOUT, || {
-            let done = broker.committed_total("floe-validators", TX_TOPIC);
-            (done > last_progress).then_some(done)
-        });
-        std::thread::sleep(Duration::from_millis(41 * (round + 1)));
-        floe.kill9();
-        if progress < total {
-            kills += 1;
-        }
-        last_progress = progress;
-    }
+    let kills = kill_mid_load(
+        3,
+        total,
+        |round| Floe::start_with_config(&config, &[], dir.join(format!("floe-{round}.log"))),
+        || broker.committed_total("floe-validators", TX_TOPIC),
+    );
     assert!(
         kills >= 2,
         "floe finished before it could be killed mid-load"

@@ -175,12 +175,7 @@ fn read_dlq(
         .set("fetch.wait.max.ms", "50")
         .create()?;
     let timeout = Duration::from_secs(10);
-    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic && t.error().is_none())
-        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+    let partitions = crate::source::topic_partitions(&consumer, topic)?
         .ok_or_else(|| ReplayError::MissingTopic(topic.clone()))?;
     let mut tpl = TopicPartitionList::new();
     let mut remaining = BTreeMap::new();

@@ -156,6 +156,20 @@ pub fn connect(
     Ok(client.create_with_context(context)?)
 }
 
+/// The partition ids of `topic`, or `None` when the broker does not know the topic.
+pub fn topic_partitions<C: rdkafka::consumer::ConsumerContext>(
+    consumer: &impl Consumer<C>,
+    topic: &str,
+) -> Result<Option<Vec<i32>>, rdkafka::error::KafkaError> {
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect()))
+}
+
 /// `assignment = "all"`: take every partition of the topics, starting at the sink's
 /// offsets. No group membership, so a restarted process resumes at once.
 pub fn assign_all(
@@ -165,13 +179,7 @@ pub fn assign_all(
 ) -> Result<usize, SourceError> {
     let mut tpl = TopicPartitionList::new();
     for topic in topics {
-        let metadata = source.fetch_metadata(Some(topic), Duration::from_secs(10))?;
-        let partitions = metadata
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic)
-            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
-            .map(|t| t.partitions().iter().map(|p| p.id()).collect::<Vec<_>>())
+        let partitions = topic_partitions(source, topic)?
             .ok_or_else(|| SourceError::MissingTopic(topic.clone()))?;
         for p in partitions {
             tpl.add_partition(topic, p);
@@ -210,12 +218,7 @@ pub fn group_progress(
         .set("enable.auto.commit", "false")
         .create()?;
     let timeout = Duration::from_secs(10);
-    let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
-    let partitions: Vec<i32> = metadata
-        .topics()
-        .iter()
-        .find(|t| t.name() == topic && t.error().is_none())
-        .map(|t| t.partitions().iter().map(|p| p.id()).collect())
+    let partitions = topic_partitions(&consumer, topic)?
         .ok_or_else(|| SourceError::MissingTopic(topic.to_string()))?;
     let mut tpl = TopicPartitionList::new();
     for p in &partitions {

@@ -227,14 +227,9 @@ impl Broker {
             .create()
             .expect("consumer");
         let timeout = Duration::from_secs(10);
-        let metadata = consumer
-            .fetch_metadata(Some(topic), timeout)
-            .expect("metadata");
-        let partitions: Vec<i32> = metadata.topics()[0]
-            .partitions()
-            .iter()
-            .map(|p| p.id())
-            .collect();
+        let partitions = floe::source::topic_partitions(&consumer, topic)
+            .expect("metadata")
+            .unwrap_or_else(|| panic!("no topic {topic}"));
         let mut tpl = TopicPartitionList::new();
         let mut ends = std::collections::BTreeMap::new();
         for p in partitions {
@@ -451,6 +446,33 @@ pub fn assert_same_rows(actual: &[Vec<Option<String>>], expected: &[Vec<Option<S
         assert_eq!(a, e, "row {i} differs (actual, then expected)");
     }
     assert_eq!(actual.len(), expected.len(), "row count differs");
+}
+
+/// Starts floe `rounds` times and SIGKILLs each run once it has committed something new
+/// (and a little more); returns how many runs were killed before all `total` messages
+/// were committed.
+pub fn kill_mid_load(
+    rounds: u64,
+    total: i64,
+    mut start: impl FnMut(u64) -> Floe,
+    committed: impl Fn() -> i64,
+) -> u32 {
+    let mut kills = 0;
+    let mut last_progress = 0;
+    for round in 0..rounds {
+        let mut floe = start(round);
+        let progress = wait_for("progress before the kill", Duration::from_secs(240), || {
+            let done = committed();
+            (done > last_progress).then_some(done)
+        });
+        std::thread::sleep(Duration::from_millis(37 * (round + 1)));
+        floe.kill9();
+        if progress < total {
+            kills += 1;
+        }
+        last_progress = progress;
+    }
+    kills
 }
 
 /// Runs a floe command to completion: exit code, stdout, stderr.
