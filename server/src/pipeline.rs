@@ -474,14 +474,13 @@ impl LoadStage {
                 }
                 continue;
             };
-            let outcomes = route.validate(validator, &staged);
             let tag = Some((validator.name.clone(), validator.hash.clone()));
-            for (s, outcome) in staged.into_iter().zip(outcomes) {
+            for (origin, outcome) in route.validate(validator, staged) {
                 absorb(
                     batch,
                     &self.stats,
                     outcome,
-                    s.origin,
+                    origin,
                     table.clone(),
                     tag.clone(),
                 );

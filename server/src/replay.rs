@@ -119,13 +119,10 @@ pub fn replay(config: &Config, filter: &Filter, dry_run: bool) -> Result<Report,
         let (Some(route), Some(validator)) = (routes.get(&table), routes.validator(&table)) else {
             continue;
         };
-        let outcomes = route.validate(validator, &items);
-        for ((item, dlq_offset), outcome) in items.into_iter().zip(dlq_offsets).zip(outcomes) {
+        let outcomes = route.validate(validator, items);
+        for ((origin, outcome), dlq_offset) in outcomes.into_iter().zip(dlq_offsets) {
             match outcome {
-                Outcome::Accept(_) | Outcome::Skip => resend.push(Letter {
-                    origin: item.origin,
-                    dlq_offset,
-                }),
+                Outcome::Accept(_) | Outcome::Skip => resend.push(Letter { origin, dlq_offset }),
                 Outcome::Reject { code, .. } => {
                     *report
                         .still_failing

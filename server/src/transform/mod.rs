@@ -41,6 +41,14 @@ pub enum Outcome {
     Failed { category: Category, reason: String },
 }
 
+/// A verdict applied to a change without copying it: the change moves into its outcome
+/// only once every call of the batch is done.
+enum Decision {
+    Keep,
+    Mapped(Arc<TableSchema>, Vec<crate::change::Value>),
+    Done(Outcome),
+}
+
 /// A change waiting for its table's validator, with the record it came from.
 #[derive(Debug)]
 pub struct Staged {
@@ -162,23 +170,42 @@ impl Route {
         Ok(output)
     }
 
-    /// Runs the validator over `staged` (all of one table, in source order): one outcome
-    /// per change, in the same order.
-    pub fn validate(&self, validator: &Validator, staged: &[Staged]) -> Vec<Outcome> {
-        let mut out = Vec::with_capacity(staged.len());
+    /// Runs the validator over `staged` (all of one table, in source order): each change
+    /// with its outcome, in the same order.
+    pub fn validate(&self, validator: &Validator, staged: Vec<Staged>) -> Vec<(Origin, Outcome)> {
+        let mut decisions = Vec::with_capacity(staged.len());
         let mut budget = ISOLATION_BUDGET;
         // One call carries one column list, so a schema change starts a new call.
         for group in staged.chunk_by(|a, b| Arc::ptr_eq(&a.change.schema, &b.change.schema)) {
             for chunk in group.chunks(self.max_changes_per_call) {
-                self.isolate(validator, chunk, &mut budget, &mut out);
+                self.isolate(validator, chunk, &mut budget, &mut decisions);
             }
         }
-        out
+        staged
+            .into_iter()
+            .zip(decisions)
+            .map(|(s, decision)| {
+                let outcome = match decision {
+                    Decision::Keep => self.accepted(s.change),
+                    Decision::Mapped(schema, values) => {
+                        let mut change = s.change;
+                        change.schema = schema;
+                        change.values = values;
+                        if let Some(target) = &self.target {
+                            change.table = target.clone();
+                        }
+                        Outcome::Accept(change)
+                    }
+                    Decision::Done(outcome) => outcome,
+                };
+                (s.origin, outcome)
+            })
+            .collect()
     }
 
-    fn isolate(&self, v: &Validator, chunk: &[Staged], budget: &mut u32, out: &mut Vec<Outcome>) {
+    fn isolate(&self, v: &Validator, chunk: &[Staged], budget: &mut u32, out: &mut Vec<Decision>) {
         match self.call(v, chunk) {
-            Ok(outcomes) => out.extend(outcomes),
+            Ok(decisions) => out.extend(decisions),
             Err(failure) if chunk.len() == 1 || *budget == 0 => {
                 let reason = if chunk.len() == 1 {
                     failure.reason
@@ -189,9 +216,11 @@ impl Route {
                     )
                 };
                 tracing::warn!(validator = %v.name, changes = chunk.len(), category = Category::from(failure.kind).as_str(), %reason, "validator failed; dead-lettering");
-                out.extend(chunk.iter().map(|_| Outcome::Failed {
-                    category: failure.kind.into(),
-                    reason: reason.clone(),
+                out.extend(chunk.iter().map(|_| {
+                    Decision::Done(Outcome::Failed {
+                        category: failure.kind.into(),
+                        reason: reason.clone(),
+                    })
                 }));
             }
             Err(failure) => {
@@ -205,7 +234,7 @@ impl Route {
     }
 
     /// One guest call, checked against the world's contract.
-    fn call(&self, v: &Validator, chunk: &[Staged]) -> Result<Vec<Outcome>, GuestFailure> {
+    fn call(&self, v: &Validator, chunk: &[Staged]) -> Result<Vec<Decision>, GuestFailure> {
         let Some(first) = chunk.first() else {
             return Ok(Vec::new());
         };
@@ -247,10 +276,10 @@ impl Route {
             }
             None => None,
         };
-        let mut outcomes = Vec::with_capacity(chunk.len());
-        for (staged, verdict) in chunk.iter().zip(result.verdicts) {
-            outcomes.push(match verdict {
-                w::Verdict::Accept => self.accepted(staged.change.clone()),
+        let mut decisions = Vec::with_capacity(chunk.len());
+        for verdict in result.verdicts {
+            decisions.push(match verdict {
+                w::Verdict::Accept => Decision::Keep,
                 w::Verdict::Mapped(row) => {
                     let Some(schema) = &mapped_schema else {
                         return Err(contract("a mapped verdict without mapped-columns".into()));
@@ -262,22 +291,17 @@ impl Route {
                             schema.columns.len()
                         )));
                     }
-                    let mut change = staged.change.clone();
-                    change.schema = schema.clone();
-                    change.values = row.into_iter().map(convert::value_from_wit).collect();
-                    if let Some(target) = &self.target {
-                        change.table = target.clone();
-                    }
-                    Outcome::Accept(change)
+                    let values = row.into_iter().map(convert::value_from_wit).collect();
+                    Decision::Mapped(schema.clone(), values)
                 }
-                w::Verdict::Skip => Outcome::Skip,
-                w::Verdict::Reject(r) => Outcome::Reject {
+                w::Verdict::Skip => Decision::Done(Outcome::Skip),
+                w::Verdict::Reject(r) => Decision::Done(Outcome::Reject {
                     code: host::clip(r.code, 128),
                     message: host::clip(r.message, 4096),
-                },
+                }),
             });
         }
-        Ok(outcomes)
+        Ok(decisions)
     }
 
     /// An accepted change, re-targeted; a route whose key the change lacks sends it to
