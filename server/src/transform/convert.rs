@@ -198,6 +198,41 @@ pub fn change_to_wit(change: &RowChange, partition: i32, offset: i64) -> w::Chan
     }
 }
 
+/// Whether a mapped value can be stored in a column of type `ty`; a guest that declares
+/// one type and sends another would otherwise fail the sink for the whole batch.
+pub fn fits(value: &Value, ty: &ColumnType) -> bool {
+    use ColumnType as T;
+    match (value, ty) {
+        (Value::Null | Value::Unavailable, _) => true,
+        (Value::Bool(_), T::Boolean) => true,
+        (Value::Int(i), T::Int16) => i16::try_from(*i).is_ok(),
+        (Value::Int(i), T::Int32) => i32::try_from(*i).is_ok(),
+        (Value::Int(_), T::Int64) => true,
+        (Value::Float(_), T::Float32 | T::Float64) => true,
+        (Value::Decimal(d), T::Decimal { .. } | T::VariableDecimal) => is_decimal(d),
+        (Value::Text(_), T::Text) => true,
+        (Value::Bytes(_), T::Bytes) => true,
+        (Value::Date(_), T::Date) => true,
+        (Value::Time(_), T::Time) => true,
+        (Value::Timestamp(_), T::Timestamp) => true,
+        (Value::TimestampTz(_), T::TimestampTz) => true,
+        (Value::Json(j), T::Json) => serde_json::from_str::<serde::de::IgnoredAny>(j).is_ok(),
+        (Value::Uuid(_), T::Uuid) => true,
+        (Value::List(items), T::List(inner)) => items.iter().all(|v| fits(v, inner)),
+        // Nested lists travel as JSON text.
+        (Value::Json(_), T::List(_)) => true,
+        _ => false,
+    }
+}
+
+fn is_decimal(text: &str) -> bool {
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+    !whole.is_empty()
+        && whole.bytes().all(|b| b.is_ascii_digit())
+        && fraction.bytes().all(|b| b.is_ascii_digit())
+}
+
 /// The schema of mapped rows: the guest's columns, keyed by the route's key columns.
 pub fn mapped_schema(columns: Vec<Column>, key: &[String]) -> Result<Arc<TableSchema>, String> {
     let key = key
@@ -282,6 +317,29 @@ mod tests {
             })
             .collect();
         assert_eq!(columns_from_wit(&columns_to_wit(&columns)), columns);
+    }
+
+    #[test]
+    fn mapped_values_must_fit_their_columns() {
+        assert!(fits(
+            &Value::Decimal("-12.50".into()),
+            &ColumnType::VariableDecimal
+        ));
+        assert!(!fits(
+            &Value::Decimal("12e3".into()),
+            &ColumnType::VariableDecimal
+        ));
+        assert!(!fits(
+            &Value::Decimal("1.2.3".into()),
+            &ColumnType::VariableDecimal
+        ));
+        assert!(!fits(&Value::Text("x".into()), &ColumnType::Int64));
+        assert!(!fits(&Value::Int(70_000), &ColumnType::Int16));
+        assert!(fits(&Value::Null, &ColumnType::Int16));
+        assert!(!fits(&Value::Json("{".into()), &ColumnType::Json));
+        let ints = ColumnType::List(Box::new(ColumnType::Int32));
+        assert!(fits(&Value::List(vec![Value::Int(1), Value::Null]), &ints));
+        assert!(!fits(&Value::List(vec![Value::Text("1".into())]), &ints));
     }
 
     #[test]

@@ -291,7 +291,18 @@ impl Route {
                             schema.columns.len()
                         )));
                     }
-                    let values = row.into_iter().map(convert::value_from_wit).collect();
+                    let values: Vec<_> = row.into_iter().map(convert::value_from_wit).collect();
+                    if let Some((c, v)) = schema
+                        .columns
+                        .iter()
+                        .zip(&values)
+                        .find(|(c, v)| !convert::fits(v, &c.ty))
+                    {
+                        return Err(contract(format!(
+                            "mapped column {:?} is declared {:?} but holds {v:?}",
+                            c.name, c.ty
+                        )));
+                    }
                     Decision::Mapped(schema.clone(), values)
                 }
                 w::Verdict::Skip => Decision::Done(Outcome::Skip),
