@@ -592,8 +592,6 @@ mod tests {
 
 /// Producing a generated stream into Kafka.
 pub mod produce {
-    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-    use rdkafka::client::DefaultClientContext;
     use rdkafka::config::ClientConfig;
     use rdkafka::error::{KafkaError, RDKafkaErrorCode};
     use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
@@ -602,30 +600,6 @@ pub mod produce {
     use std::time::{Duration, Instant};
 
     use super::Workload;
-
-    /// Creates `topic` with `partitions` partitions; an existing topic is left as it is.
-    pub async fn create_topic(
-        brokers: &str,
-        topic: &str,
-        partitions: i32,
-    ) -> Result<(), KafkaError> {
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .create()?;
-        let results = admin
-            .create_topics(
-                &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
-            )
-            .await?;
-        for r in results {
-            match r {
-                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((_, code)) => return Err(KafkaError::AdminOp(code)),
-            }
-        }
-        Ok(())
-    }
 
     #[derive(Default)]
     struct Deliveries {

@@ -34,7 +34,12 @@ fn main() -> anyhow::Result<()> {
             invalid_percent,
         } => {
             runtime
-                .block_on(produce::create_topic(&brokers, &topic, partitions))
+                .block_on(floe::source::create_topic(
+                    &brokers,
+                    &Default::default(),
+                    &topic,
+                    partitions,
+                ))
                 .with_context(|| format!("cannot create topic {topic}"))?;
             let mut workload =
                 Workload::new(profile, keys, events, seed).with_invalid_percent(invalid_percent);

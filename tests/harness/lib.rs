@@ -185,8 +185,13 @@ impl Broker {
             .enable_all()
             .build()
             .expect("runtime");
-        rt.block_on(produce::create_topic(&self.addr, topic, partitions))
-            .expect("create topic");
+        rt.block_on(floe::source::create_topic(
+            &self.addr,
+            &Default::default(),
+            topic,
+            partitions,
+        ))
+        .expect("create topic");
     }
 
     /// Produces `events` changes of `workload` to `topic`.

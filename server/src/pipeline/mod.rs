@@ -15,6 +15,8 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc as tokio_mpsc;
 
+mod load;
+
 use crate::batch::Batch;
 use crate::change::{Event, KafkaPosition};
 use crate::config::{Assignment, Config, SinkKind, TruncateMode};
@@ -24,7 +26,8 @@ use crate::sink::duckdb::DuckDbSink;
 use crate::sink::{ApplyCounts, Sink, SinkError};
 use crate::source::{self, Source, SourceError};
 use crate::telemetry::Stats;
-use crate::transform::{LoadError, Outcome, RouteError, Routes, Runtime, Staged};
+use crate::transform::{LoadError, RouteError, Routes, Runtime, Staged};
+use load::{absorb, LoadStage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -69,8 +72,9 @@ pub async fn run(
         false => None,
     };
     let routes = Arc::new(Routes::load(&config.routes, wasm_runtime.as_ref())?);
+    let kafka = &config.kafka;
     if let Err(e) =
-        crate::generate::produce::create_topic(&config.kafka.brokers, &config.dlq.topic, 1).await
+        source::create_topic(&kafka.brokers, &kafka.properties, &config.dlq.topic, 1).await
     {
         tracing::warn!(topic = %config.dlq.topic, error = %e, "cannot create the DLQ topic; it must exist before a record is dead-lettered");
     }
@@ -348,143 +352,5 @@ impl Loop<'_> {
         self.batch
             .dead_letters
             .retain(|d| !gone(&d.origin.topic, d.origin.partition));
-    }
-}
-
-/// Puts one change's outcome into the batch: a row to load, a skip, or a dead letter.
-fn absorb(
-    batch: &mut Batch,
-    stats: &Stats,
-    outcome: Outcome,
-    origin: Origin,
-    table: Arc<str>,
-    validator: Option<(Arc<str>, Arc<str>)>,
-) {
-    let (category, reason, code) = match outcome {
-        Outcome::Accept(row) => {
-            batch.add_row(row, &origin.topic, origin.partition, origin.offset);
-            return;
-        }
-        Outcome::Skip => {
-            Stats::add(&stats.skipped, 1);
-            return;
-        }
-        Outcome::Reject { code, message } => {
-            Stats::add(&stats.rejected, 1);
-            (Category::Validation, message, Some(code))
-        }
-        Outcome::Failed { category, reason } => {
-            if category != Category::Validation {
-                Stats::add(&stats.guest_failures, 1);
-            }
-            (category, reason, None)
-        }
-    };
-    batch.dead_letters.push(DeadLetter {
-        origin,
-        category,
-        reason,
-        code,
-        table: Some(table),
-        validator,
-    });
-}
-
-/// The sink thread: validates staged changes, writes dead letters, applies the batch.
-/// Guest calls run here, never on the async runtime's workers.
-struct LoadStage {
-    routes: Arc<Routes>,
-    dlq: DlqWriter,
-    stats: Arc<Stats>,
-    stop: Arc<AtomicBool>,
-    retry: Duration,
-}
-
-impl LoadStage {
-    fn run(
-        &self,
-        sink: &mut dyn Sink,
-        inbox: mpsc::Receiver<Batch>,
-        done: tokio_mpsc::UnboundedSender<Flushed>,
-    ) {
-        while let Ok(mut batch) = inbox.recv() {
-            let started = Instant::now();
-            self.validate_staged(&mut batch);
-            // Dead letters are acknowledged before the offsets that pass them are stored;
-            // once acknowledged they are not sent again when the sink retries.
-            while !batch.dead_letters.is_empty() {
-                match self.dlq.send_all(&batch.dead_letters) {
-                    Ok(()) => {
-                        Stats::add(&self.stats.dead_lettered, batch.dead_letters.len() as u64);
-                        batch.dead_letters.clear();
-                    }
-                    Err(e) => {
-                        tracing::error!(category = e.category(), error = %e, "cannot write the DLQ; not committing until it can");
-                        if self.pause() {
-                            return;
-                        }
-                    }
-                }
-            }
-            loop {
-                match sink.apply(&batch) {
-                    Ok(counts) => {
-                        tracing::debug!(
-                            rows = batch.rows(),
-                            messages = batch.messages,
-                            elapsed_ms = started.elapsed().as_millis() as u64,
-                            "batch applied"
-                        );
-                        let _ = done.send(Flushed {
-                            offsets: batch.offsets.clone(),
-                            counts,
-                        });
-                        break;
-                    }
-                    Err(e) => {
-                        Stats::add(&self.stats.sink_errors, 1);
-                        tracing::error!(category = e.category(), error = %e, "sink failed; retrying the same batch");
-                        if self.pause() {
-                            return;
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Waits before a retry; true when shutdown asks to give up instead.
-    fn pause(&self) -> bool {
-        if self.stop.load(Ordering::Relaxed) {
-            return true;
-        }
-        std::thread::sleep(self.retry);
-        false
-    }
-
-    fn validate_staged(&self, batch: &mut Batch) {
-        for (table, staged) in std::mem::take(&mut batch.staged) {
-            let route = self.routes.get(&table);
-            let Some((route, validator)) = route.and_then(|r| Some((r, r.validator.as_ref()?)))
-            else {
-                // Staged only for validated tables; load as-is rather than lose them.
-                for s in staged {
-                    let o = s.origin;
-                    batch.add_row(s.change, &o.topic, o.partition, o.offset);
-                }
-                continue;
-            };
-            let tag = Some((validator.name.clone(), validator.hash.clone()));
-            for (origin, outcome) in route.validate(validator, staged) {
-                absorb(
-                    batch,
-                    &self.stats,
-                    outcome,
-                    origin,
-                    table.clone(),
-                    tag.clone(),
-                );
-            }
-        }
     }
 }
