@@ -64,7 +64,7 @@ fn validate(routes: &Routes, changes: Vec<Staged>) -> Vec<Outcome> {
 #[test]
 fn each_hostile_guest_fails_only_its_culprit_change() {
     let cache = scratch_dir("sandbox-hostile");
-    let runtime = Runtime::new(&cache).expect("runtime");
+    let runtime = Runtime::new(&cache, false).expect("runtime");
     let schema = notes_schema();
     let culprit = 537;
     let changes = || -> Vec<Staged> {
@@ -124,8 +124,44 @@ fn each_hostile_guest_fails_only_its_culprit_change() {
 }
 
 #[test]
+fn a_fuel_budget_stops_a_loop_whatever_the_deadline() {
+    let runtime = Runtime::new(&scratch_dir("sandbox-fuel"), true).expect("runtime");
+    let mut route = route_for("t", "poison-infinite-loop");
+    route.limits.deadline_ms = 600_000;
+    route.limits.fuel = Some(5_000_000);
+    let routes = Routes::load(&[route], Some(&runtime)).expect("load");
+    let schema = notes_schema();
+    let changes = vec![
+        staged(
+            &schema,
+            Op::Insert,
+            vec![Value::Int(1), Value::Text("fine".into())],
+            0,
+        ),
+        staged(
+            &schema,
+            Op::Insert,
+            vec![Value::Int(2), Value::Text("poison".into())],
+            1,
+        ),
+    ];
+    let outcomes = validate(&routes, changes);
+    assert!(matches!(outcomes[0], Outcome::Accept(_)), "{outcomes:?}");
+    match &outcomes[1] {
+        Outcome::Failed { category, reason } => {
+            assert_eq!(*category, Category::TransformTimeout);
+            assert!(
+                reason.contains("ran out of fuel (5000000 units)"),
+                "{reason}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn components_reaching_outside_the_sandbox_are_refused_at_load() {
-    let runtime = Runtime::new(&scratch_dir("sandbox-imports")).expect("runtime");
+    let runtime = Runtime::new(&scratch_dir("sandbox-imports"), false).expect("runtime");
     let limits = SandboxLimits::default();
     let err = runtime
         .load_file("reads-files", &guest("reads-files"), &limits)
@@ -156,12 +192,12 @@ fn compiled_components_are_cached_by_content_hash() {
     let cache = scratch_dir("sandbox-cache");
     let artifacts = || std::fs::read_dir(&cache).map_or(0, |d| d.count());
     let limits = SandboxLimits::default();
-    let first = Runtime::new(&cache)
+    let first = Runtime::new(&cache, false)
         .expect("runtime")
         .load_file("tv", &guest("transactions-validator"), &limits)
         .expect("load");
     assert_eq!(artifacts(), 1, "the compiled artifact is written once");
-    let again = Runtime::new(&cache)
+    let again = Runtime::new(&cache, false)
         .expect("runtime")
         .load_file("tv", &guest("transactions-validator"), &limits)
         .expect("load from cache");
@@ -190,7 +226,7 @@ fn transactions_schema() -> Arc<TableSchema> {
 
 #[test]
 fn transactions_validator_applies_its_rules_and_spares_key_only_deletes() {
-    let runtime = Runtime::new(&scratch_dir("sandbox-tv")).expect("runtime");
+    let runtime = Runtime::new(&scratch_dir("sandbox-tv"), false).expect("runtime");
     let routes =
         Routes::load(&[route_for("t", "transactions-validator")], Some(&runtime)).expect("load");
     let schema = transactions_schema();
@@ -243,7 +279,7 @@ fn transactions_validator_applies_its_rules_and_spares_key_only_deletes() {
 
 #[test]
 fn pii_mask_masks_drops_and_derives_columns() {
-    let runtime = Runtime::new(&scratch_dir("sandbox-pii")).expect("runtime");
+    let runtime = Runtime::new(&scratch_dir("sandbox-pii"), false).expect("runtime");
     let routes = Routes::load(&[route_for("t", "pii-mask")], Some(&runtime)).expect("load");
     let schema = Arc::new(TableSchema {
         columns: vec![

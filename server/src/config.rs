@@ -229,6 +229,10 @@ pub struct SandboxLimits {
     pub max_component_mib: u64,
     /// Changes per guest call; larger batches are split.
     pub max_changes_per_call: usize,
+    /// Optional instruction budget per call (wasmtime fuel), on top of the deadline: it
+    /// bounds CPU exactly whatever the machine's load. Metering costs some speed for
+    /// every validator of the process, so it is off unless a route sets it.
+    pub fuel: Option<u64>,
 }
 
 impl Default for SandboxLimits {
@@ -238,6 +242,7 @@ impl Default for SandboxLimits {
             deadline_ms: 100,
             max_component_mib: 16,
             max_changes_per_call: 1000,
+            fuel: None,
         }
     }
 }

@@ -20,7 +20,7 @@ use crate::change::{Event, KafkaPosition};
 use crate::config::Config;
 use crate::debezium::Decoder;
 use crate::dlq::{header, Category, Origin};
-use crate::transform::{Outcome, Routes, Runtime, Staged};
+use crate::transform::{Outcome, Routes, Staged};
 
 /// Which dead letters to replay.
 #[derive(Debug, Clone, Default)]
@@ -80,10 +80,7 @@ struct Letter {
 }
 
 pub fn replay(config: &Config, filter: &Filter, dry_run: bool) -> Result<Report, ReplayError> {
-    let runtime = match Routes::needs_runtime(&config.routes) {
-        true => Some(Runtime::new(&config.wasm.cache_dir)?),
-        false => None,
-    };
+    let runtime = Routes::runtime_for(&config.routes, &config.wasm.cache_dir)?;
     let routes = Routes::load(&config.routes, runtime.as_ref())?;
     let mut report = Report::default();
     let letters = read_dlq(config, filter, &mut report)?;

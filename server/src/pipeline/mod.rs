@@ -26,7 +26,7 @@ use crate::sink::duckdb::DuckDbSink;
 use crate::sink::{ApplyCounts, Sink, SinkError};
 use crate::source::{self, Source, SourceError};
 use crate::telemetry::Stats;
-use crate::transform::{LoadError, RouteError, Routes, Runtime, Staged};
+use crate::transform::{LoadError, RouteError, Routes, Staged};
 use load::{absorb, LoadStage};
 
 #[derive(Debug, thiserror::Error)]
@@ -67,10 +67,7 @@ pub async fn run(
     };
     let stored = sink.stored_offsets()?;
     // The runtime outlives the routes: its ticker drives the validators' deadlines.
-    let wasm_runtime = match Routes::needs_runtime(&config.routes) {
-        true => Some(Runtime::new(&config.wasm.cache_dir)?),
-        false => None,
-    };
+    let wasm_runtime = Routes::runtime_for(&config.routes, &config.wasm.cache_dir)?;
     let routes = Arc::new(Routes::load(&config.routes, wasm_runtime.as_ref())?);
     let kafka = &config.kafka;
     if let Err(e) =

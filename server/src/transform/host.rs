@@ -75,15 +75,19 @@ pub struct GuestFailure {
 /// One engine per process, with a ticker thread driving epoch deadlines.
 pub struct Runtime {
     engine: Engine,
+    /// Whether the engine meters fuel; every store then needs a budget.
+    metered: bool,
     linker: Linker<GuestState>,
     cache_dir: PathBuf,
     stop_ticker: Arc<AtomicBool>,
 }
 
 impl Runtime {
-    pub fn new(cache_dir: &Path) -> Result<Self, LoadError> {
+    /// `metered` turns on fuel accounting, which routes with `limits.fuel` need.
+    pub fn new(cache_dir: &Path, metered: bool) -> Result<Self, LoadError> {
         let mut config = Config::new();
         config.epoch_interruption(true);
+        config.consume_fuel(metered);
         let engine = Engine::new(&config).map_err(|e| LoadError::Engine(e.to_string()))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
@@ -106,6 +110,7 @@ impl Runtime {
         }
         Ok(Self {
             engine,
+            metered,
             linker,
             cache_dir: cache_dir.to_path_buf(),
             stop_ticker,
@@ -159,6 +164,7 @@ impl Runtime {
             memory_bytes: usize::try_from(limits.memory_mib << 20).unwrap_or(usize::MAX),
             deadline_ticks: (limits.deadline_ms * 1000).div_ceil(TICK.as_micros() as u64) + 1,
             deadline: Duration::from_millis(limits.deadline_ms),
+            fuel: self.metered.then(|| limits.fuel.unwrap_or(u64::MAX)),
         })
     }
 
@@ -221,6 +227,8 @@ pub struct Validator {
     memory_bytes: usize,
     deadline_ticks: u64,
     deadline: Duration,
+    /// The fuel budget per call, when the engine meters fuel.
+    fuel: Option<u64>,
 }
 
 impl std::fmt::Debug for Validator {
@@ -252,6 +260,10 @@ impl Validator {
         store.limiter(|s| s);
         store.set_epoch_deadline(self.deadline_ticks);
         store.epoch_deadline_trap();
+        if let Some(fuel) = self.fuel {
+            // Cannot fail: the engine meters fuel whenever a budget is set.
+            let _ = store.set_fuel(fuel);
+        }
         let result = self
             .pre
             .instantiate(&mut store)
@@ -273,19 +285,18 @@ impl Validator {
             }
         }
         result.map_err(|e| {
-            let kind = if store.data().memory_exceeded {
-                FailureKind::OutOfMemory
-            } else if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) {
-                FailureKind::Timeout
+            let trap = e.downcast_ref::<Trap>();
+            let (kind, what) = if store.data().memory_exceeded {
+                let what = format!("exceeded its memory limit of {} bytes", self.memory_bytes);
+                (FailureKind::OutOfMemory, what)
+            } else if trap == Some(&Trap::Interrupt) {
+                let what = format!("exceeded its deadline of {:?}", self.deadline);
+                (FailureKind::Timeout, what)
+            } else if trap == Some(&Trap::OutOfFuel) {
+                let what = format!("ran out of fuel ({} units)", self.fuel.unwrap_or(0));
+                (FailureKind::Timeout, what)
             } else {
-                FailureKind::Trap
-            };
-            let what = match kind {
-                FailureKind::OutOfMemory => {
-                    format!("exceeded its memory limit of {} bytes", self.memory_bytes)
-                }
-                FailureKind::Timeout => format!("exceeded its deadline of {:?}", self.deadline),
-                _ => format!("trapped: {}", root_cause(&e)),
+                (FailureKind::Trap, format!("trapped: {}", root_cause(&e)))
             };
             // The last lines the guest wrote usually say why (a panic message, say).
             let tail: Vec<&str> = output

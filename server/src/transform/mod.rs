@@ -109,8 +109,16 @@ impl Routes {
         Ok(Self { by_table })
     }
 
-    pub fn needs_runtime(configs: &[RouteConfig]) -> bool {
-        configs.iter().any(|c| c.validator.is_some())
+    /// The WebAssembly runtime the routes need, if any route has a validator.
+    pub fn runtime_for(
+        configs: &[RouteConfig],
+        cache_dir: &std::path::Path,
+    ) -> Result<Option<Runtime>, LoadError> {
+        if !configs.iter().any(|c| c.validator.is_some()) {
+            return Ok(None);
+        }
+        let metered = configs.iter().any(|c| c.limits.fuel.is_some());
+        Runtime::new(cache_dir, metered).map(Some)
     }
 
     pub fn get(&self, table: &str) -> Option<&Route> {
