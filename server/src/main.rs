@@ -1,4 +1,10 @@
 use anyhow::Context;
+
+// The consume thread allocates every change and the load thread frees it; glibc's malloc
+// serializes such cross-thread frees on an arena lock, mimalloc does not.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::Parser;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
