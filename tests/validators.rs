@@ -468,3 +468,63 @@ fn hostile_guests_cost_only_their_culprit_change() {
         "300"
     );
 }
+
+/// A row the target refuses (text where the table holds integers) goes to the DLQ alone,
+/// with category `sink_permanent` and its original bytes; the rest of its batch loads.
+#[test]
+fn a_row_the_sink_refuses_is_dead_lettered_alone() {
+    let broker = Broker::start("refused");
+    let dir = scratch_dir("refused");
+    let db = dir.join("floe.duckdb");
+    let topic = "dbserver1.public.things";
+    broker.create_topic(topic, 1);
+    let thing = |id: i64, x: serde_json::Value| {
+        let value = serde_json::json!({
+            "before": null, "after": {"id": id, "x": x}, "op": "c",
+            "source": {"table": "things", "lsn": 1000 + id, "ts_ms": 1_767_225_600_000i64},
+        });
+        (format!("{{\"id\":{id}}}"), value.to_string().into_bytes())
+    };
+    let records: Vec<(String, Vec<u8>)> = (1..=200)
+        .map(|id| match id {
+            150 => thing(id, serde_json::json!("not a number")),
+            _ => thing(id, serde_json::json!(id * 10)),
+        })
+        .collect();
+    let raw: Vec<(Option<&str>, Option<&[u8]>)> = records
+        .iter()
+        .map(|(k, v)| (Some(k.as_str()), Some(v.as_slice())))
+        .collect();
+    broker.produce_raw(topic, &raw);
+    let config = write_config(&dir, &broker, topic, "");
+    let mut floe = Floe::start_with_config(&config, &[], dir.join("floe.log"));
+    broker.wait_fully_committed("floe-validators", topic, LOAD_TIMEOUT);
+    assert_eq!(
+        floe.terminate(Duration::from_secs(30)),
+        0,
+        "{}",
+        floe.log_text()
+    );
+
+    let dlq = broker.read_all("floe.dlq");
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    assert_eq!(dlq[0].header("floe.category"), "sink_permanent");
+    assert_eq!(dlq[0].header("floe.table"), "things");
+    assert_eq!(dlq[0].header("floe.source.offset"), "149");
+    assert_eq!(dlq[0].value.as_deref(), Some(records[149].1.as_slice()));
+    assert!(
+        dlq[0].header("floe.reason").contains(
+            "column \"x\" cannot take the value \"not a number\": it is staged as BIGINT"
+        ),
+        "the reason names the column and value: {:?}",
+        dlq[0]
+    );
+    assert_eq!(
+        query_one(&db, "SELECT CAST(count(*) AS VARCHAR) FROM things"),
+        "199"
+    );
+    assert_eq!(
+        query_one(&db, "SELECT CAST(sum(x) AS VARCHAR) FROM things"),
+        (10 * (200 * 201 / 2 - 150)).to_string()
+    );
+}

@@ -22,11 +22,17 @@ pub struct PendingRow {
 pub struct TableBatch {
     rows: HashMap<String, usize>,
     pub pending: Vec<PendingRow>,
+    /// Columns of the batch this one was cut from: a part must create or extend the
+    /// target exactly as the whole would.
+    columns_of_whole: Option<Vec<Column>>,
 }
 
 impl TableBatch {
     /// Every column any row of the batch carries, in order of first appearance.
     pub fn columns(&self) -> Vec<Column> {
+        if let Some(columns) = &self.columns_of_whole {
+            return columns.clone();
+        }
         let mut out: Vec<Column> = Vec::new();
         let mut last_schema: Option<*const crate::change::TableSchema> = None;
         for row in &self.pending {
@@ -58,6 +64,17 @@ impl TableBatch {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// A part of `whole`: exactly these of its rows, with its columns.
+    pub fn part_of(whole: &TableBatch, rows: &[PendingRow]) -> Self {
+        let mut table = Self {
+            rows: HashMap::new(),
+            pending: rows.to_vec(),
+            columns_of_whole: Some(whole.columns()),
+        };
+        table.retain(|_| true);
+        table
     }
 
     /// Keeps only the rows `keep` accepts.

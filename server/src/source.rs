@@ -25,6 +25,12 @@ pub enum SourceError {
     MissingTopic(String),
     #[error("kafka: cannot read the sink's stored offsets: {0}")]
     Offsets(String),
+    #[error("kafka: record {topic}/{partition}@{offset} could not be read again")]
+    Refetch {
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
 }
 
 /// librdkafka callbacks: seek to the sink's offsets on assignment, record revocations,
@@ -271,4 +277,55 @@ pub async fn create_topic(
         }
     }
     Ok(())
+}
+
+/// A record's bytes as they are in the topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawRecord {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+}
+
+/// Key and value of one record, read again from the broker: a dead letter carries the
+/// original bytes even for changes whose bytes were not kept (rows a sink refuses).
+pub fn fetch_record(
+    config: &KafkaConfig,
+    topic: &str,
+    partition: i32,
+    offset: i64,
+) -> Result<RawRecord, SourceError> {
+    use rdkafka::message::Message;
+    let mut client = ClientConfig::new();
+    for (k, v) in &config.properties {
+        client.set(k, v);
+    }
+    let consumer: BaseConsumer = client
+        .set("bootstrap.servers", &config.brokers)
+        .set("group.id", format!("{}-refetch", config.group))
+        .set("enable.auto.commit", "false")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(offset))?;
+    consumer.assign(&tpl)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = message?;
+        if m.offset() == offset {
+            return Ok(RawRecord {
+                key: m.key().map(<[u8]>::to_vec),
+                value: m.payload().map(<[u8]>::to_vec),
+            });
+        }
+        if m.offset() > offset {
+            break;
+        }
+    }
+    Err(SourceError::Refetch {
+        topic: topic.to_string(),
+        partition,
+        offset,
+    })
 }

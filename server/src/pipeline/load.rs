@@ -1,5 +1,6 @@
 //! The load stage, on its own thread: validates a batch's staged changes, writes its dead
-//! letters, applies it to the sink, and reports the flush. Guest code runs here, never on
+//! letters, applies it to the sink (setting aside rows the sink refuses permanently), and
+//! reports the flush. Guest code runs here, never on
 //! the async runtime's workers.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,9 +9,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc as tokio_mpsc;
 
 use super::Flushed;
-use crate::batch::Batch;
+use crate::batch::{Batch, PendingRow, TableBatch};
+use crate::config::KafkaConfig;
 use crate::dlq::{Category, DeadLetter, DlqWriter, Origin};
-use crate::sink::Sink;
+use crate::sink::{Sink, SinkError};
+use crate::source::{self, SourceError};
 use crate::telemetry::Stats;
 use crate::transform::{Outcome, Routes};
 
@@ -59,6 +62,30 @@ pub(super) struct LoadStage {
     pub stats: Arc<Stats>,
     pub stop: Arc<AtomicBool>,
     pub retry: Duration,
+    /// To read refused rows' original records again for their dead letters.
+    pub kafka: KafkaConfig,
+}
+
+/// The rows among `rows` that the sink refuses on their own, each with the sink's reason.
+fn find_refused(
+    sink: &mut dyn Sink,
+    table: &Arc<str>,
+    whole: &TableBatch,
+    rows: &[PendingRow],
+    out: &mut Vec<(Arc<str>, PendingRow, String)>,
+) {
+    match sink.check(table, &TableBatch::part_of(whole, rows)) {
+        Err(SinkError::Permanent(reason)) if rows.len() == 1 => {
+            out.push((table.clone(), rows[0].clone(), reason));
+        }
+        Err(SinkError::Permanent(_)) => {
+            let (left, right) = rows.split_at(rows.len() / 2);
+            find_refused(sink, table, whole, left, out);
+            find_refused(sink, table, whole, right, out);
+        }
+        // Accepted, or a transient failure: not this row's fault.
+        Ok(()) | Err(SinkError::Transient(_)) => {}
+    }
 }
 
 impl LoadStage {
@@ -71,24 +98,11 @@ impl LoadStage {
         while let Ok(mut batch) = inbox.recv() {
             let started = Instant::now();
             self.validate_staged(&mut batch);
-            // Dead letters are acknowledged before the offsets that pass them are stored;
-            // once acknowledged they are not sent again when the sink retries.
-            while !batch.dead_letters.is_empty() {
-                match self.dlq.send_all(&batch.dead_letters) {
-                    Ok(()) => {
-                        Stats::add(&self.stats.dead_lettered, batch.dead_letters.len() as u64);
-                        batch.dead_letters.clear();
-                    }
-                    Err(e) => {
-                        tracing::error!(category = e.category(), error = %e, "cannot write the DLQ; not committing until it can");
-                        if self.pause() {
-                            return;
-                        }
-                    }
-                }
-            }
             loop {
-                match sink.apply(&batch) {
+                if !self.send_dead_letters(&mut batch) {
+                    return;
+                }
+                let error = match sink.apply(&batch) {
                     Ok(counts) => {
                         tracing::debug!(
                             rows = batch.rows(),
@@ -102,16 +116,86 @@ impl LoadStage {
                         });
                         break;
                     }
-                    Err(e) => {
-                        Stats::add(&self.stats.sink_errors, 1);
-                        tracing::error!(category = e.category(), error = %e, "sink failed; retrying the same batch");
-                        if self.pause() {
-                            return;
-                        }
+                    Err(e) => e,
+                };
+                Stats::add(&self.stats.sink_errors, 1);
+                if let SinkError::Permanent(_) = error {
+                    match self.set_aside_refused_rows(sink, &mut batch) {
+                        Ok(0) => {}
+                        // Their dead letters go out first, then the rest is applied.
+                        Ok(_) => continue,
+                        Err(e) => tracing::error!(error = %e, "cannot isolate the refused rows"),
+                    }
+                }
+                tracing::error!(category = error.category(), %error, "sink failed; retrying the same batch");
+                if self.pause() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Sends the batch's dead letters and waits for the DLQ to acknowledge them; they are
+    /// then dropped from the batch so a sink retry does not send them again. False when
+    /// shutdown interrupts the retries.
+    fn send_dead_letters(&self, batch: &mut Batch) -> bool {
+        while !batch.dead_letters.is_empty() {
+            match self.dlq.send_all(&batch.dead_letters) {
+                Ok(()) => {
+                    Stats::add(&self.stats.dead_lettered, batch.dead_letters.len() as u64);
+                    batch.dead_letters.clear();
+                }
+                Err(e) => {
+                    tracing::error!(category = e.category(), error = %e, "cannot write the DLQ; not committing until it can");
+                    if self.pause() {
+                        return false;
                     }
                 }
             }
         }
+        true
+    }
+
+    /// After a permanent sink error: finds the rows the target refuses (splitting each
+    /// refusing table's rows in halves, checked in rolled-back transactions), moves them
+    /// from the batch to its dead letters with their original bytes, and returns how many.
+    fn set_aside_refused_rows(
+        &self,
+        sink: &mut dyn Sink,
+        batch: &mut Batch,
+    ) -> Result<usize, SourceError> {
+        let mut refused = Vec::new();
+        for (table, rows) in &batch.tables {
+            if let Err(SinkError::Permanent(_)) = sink.check(table, rows) {
+                find_refused(sink, table, rows, &rows.pending, &mut refused);
+            }
+        }
+        for (table, row, reason) in &refused {
+            let record = source::fetch_record(&self.kafka, &row.topic, row.partition, row.offset)?;
+            tracing::warn!(table = %table, topic = %row.topic, partition = row.partition, offset = row.offset, %reason, "row refused by the sink; dead-lettered");
+            batch.dead_letters.push(DeadLetter {
+                origin: Origin {
+                    topic: row.topic.clone(),
+                    partition: row.partition,
+                    offset: row.offset,
+                    key: record.key,
+                    value: record.value,
+                },
+                category: Category::SinkPermanent,
+                reason: reason.clone(),
+                code: None,
+                table: Some(table.clone()),
+                validator: None,
+            });
+            if let Some(rows) = batch.tables.get_mut(table) {
+                rows.retain(|r| {
+                    !(r.partition == row.partition
+                        && r.offset == row.offset
+                        && r.topic == row.topic)
+                });
+            }
+        }
+        Ok(refused.len())
     }
 
     /// Waits before a retry; true when shutdown asks to give up instead.

@@ -111,6 +111,7 @@ pub async fn run(
             stats,
             stop,
             retry: Duration::from_millis(config.runtime.sink_retry_ms),
+            kafka: config.kafka.clone(),
         };
         std::thread::Builder::new()
             .name("floe-sink".into())

@@ -2,7 +2,7 @@
 
 pub mod duckdb;
 
-use crate::batch::Batch;
+use crate::batch::{Batch, TableBatch};
 
 /// Why a sink could not apply a batch. The category decides whether floe retries.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +42,10 @@ pub type StoredOffsets = Vec<(String, i32, i64)>;
 /// commit together or not at all, which is what makes the final table exactly-once.
 pub trait Sink: Send {
     fn apply(&mut self, batch: &Batch) -> Result<ApplyCounts, SinkError>;
+
+    /// Merges `rows` into `table` in a transaction that is always rolled back: whether
+    /// the target would take them. Used to find the rows behind a permanent error.
+    fn check(&mut self, table: &str, rows: &TableBatch) -> Result<(), SinkError>;
 
     /// Offsets stored by earlier `apply` calls.
     fn stored_offsets(&mut self) -> Result<StoredOffsets, SinkError>;

@@ -345,6 +345,17 @@ impl Sink for DuckDbSink {
         }
     }
 
+    fn check(&mut self, table: &str, rows: &TableBatch) -> Result<(), SinkError> {
+        self.conn
+            .execute_batch("BEGIN TRANSACTION")
+            .map_err(transient)?;
+        let result = self.merge_table(table, rows).map(|_| ());
+        let _ = self.conn.execute_batch("ROLLBACK");
+        // Columns the check added are gone again.
+        self.tables.clear();
+        result
+    }
+
     fn stored_offsets(&mut self) -> Result<StoredOffsets, SinkError> {
         read_offsets(&self.conn)
     }

@@ -61,6 +61,33 @@ fn cell(value: &Value, stage: Stage) -> Cell<'_> {
     }
 }
 
+/// Why a row could not be staged, naming the column whose value its staging type refuses.
+fn refusal(e: &duckdb::Error, columns: &[Column], stages: &[Stage], cells: &[Cell]) -> String {
+    let mismatch = columns
+        .iter()
+        .zip(stages)
+        .zip(cells)
+        .find_map(|((c, s), cell)| {
+            let text = match cell {
+                Cell::Text(t) => *t,
+                Cell::Owned(t) => t.as_str(),
+                _ => return None,
+            };
+            matches!(s, Stage::Int | Stage::Float | Stage::Bool).then(|| (c, s, text))
+        });
+    match mismatch {
+        Some((c, s, text)) => {
+            let shown: String = text.chars().take(64).collect();
+            format!(
+                "column {:?} cannot take the value {shown:?}: it is staged as {} ({e})",
+                c.name,
+                stage_type(*s)
+            )
+        }
+        None => format!("cannot stage a row: {e}"),
+    }
+}
+
 pub fn stage_rows(
     conn: &Connection,
     stage_table: &str,
@@ -126,7 +153,7 @@ pub fn stage_rows(
         }
         appender
             .append_row(duckdb::appender_params_from_iter(cells.iter()))
-            .map_err(|e| SinkError::Permanent(format!("cannot stage a row: {e}")))?;
+            .map_err(|e| SinkError::Permanent(refusal(&e, columns, &stages, &cells[6..])))?;
         match change.op {
             Op::Delete => staged.deletes += 1,
             _ => staged.upserts += 1,

@@ -342,3 +342,87 @@ fn timestamps_are_utc_instants() {
         vec![vec![s("1700000000123456"), s("1700000000000")]]
     );
 }
+
+#[test]
+fn check_reports_a_refused_row_and_changes_nothing() {
+    let mut sink = DuckDbSink::open(&temp_db("check"), false).unwrap();
+    let good = batch(vec![change("t", Op::Insert, 1, "1.00", Value::Null, 10)], 0);
+    assert!(sink.check("t", &good.tables["t"]).is_ok());
+    assert!(
+        sink.table_columns("t").unwrap().is_none(),
+        "the check is rolled back"
+    );
+    sink.apply(&good).unwrap();
+    // 10^12 does not fit the DECIMAL(12,2) the table was created with.
+    let bad = batch(
+        vec![
+            change("t", Op::Update, 1, "2.00", Value::Null, 11),
+            change("t", Op::Insert, 2, "1000000000000.00", Value::Null, 12),
+        ],
+        1,
+    );
+    let err = sink.check("t", &bad.tables["t"]).unwrap_err();
+    assert!(matches!(err, SinkError::Permanent(_)), "{err}");
+    let only_good = TableBatch::part_of(&bad.tables["t"], &bad.tables["t"].pending[..1]);
+    assert!(sink.check("t", &only_good).is_ok());
+    assert_eq!(
+        rows(&sink, "SELECT CAST(\"Amount\" AS VARCHAR) FROM t"),
+        vec![vec![Some("1.00".to_string())]],
+        "checks never change the table"
+    );
+}
+
+#[test]
+fn after_a_refused_batch_the_culprit_alone_is_refused() {
+    let mut sink = DuckDbSink::open(&temp_db("refused"), false).unwrap();
+    let text_schema = Arc::new(TableSchema {
+        columns: vec![
+            Column {
+                name: "id".into(),
+                ty: ColumnType::Int64,
+            },
+            Column {
+                name: "x".into(),
+                ty: ColumnType::Text,
+            },
+        ],
+        key: vec![0],
+    });
+    let int_schema = Arc::new(TableSchema {
+        columns: vec![
+            Column {
+                name: "id".into(),
+                ty: ColumnType::Int64,
+            },
+            Column {
+                name: "x".into(),
+                ty: ColumnType::Int64,
+            },
+        ],
+        key: vec![0],
+    });
+    let row = |id: i64, schema: &Arc<TableSchema>, x: Value| RowChange {
+        table: "things".into(),
+        op: Op::Insert,
+        schema: schema.clone(),
+        values: vec![Value::Int(id), x],
+        source: SourcePosition::default(),
+    };
+    let b = batch(
+        vec![
+            row(1, &int_schema, Value::Int(10)),
+            row(2, &text_schema, Value::Text("not a number".into())),
+            row(3, &int_schema, Value::Int(30)),
+        ],
+        0,
+    );
+    let err = sink.apply(&b).unwrap_err();
+    assert!(matches!(err, SinkError::Permanent(_)), "{err}");
+    let whole = &b.tables["things"];
+    let check = |sink: &mut DuckDbSink, i: usize| {
+        sink.check("things", &TableBatch::part_of(whole, &whole.pending[i..=i]))
+    };
+    assert!(check(&mut sink, 0).is_ok());
+    assert!(matches!(check(&mut sink, 1), Err(SinkError::Permanent(_))));
+    assert!(check(&mut sink, 2).is_ok());
+}
