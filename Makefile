@@ -8,8 +8,11 @@ TANSU := $(CACHE)/tansu/bin/tansu
 export FLOE_TANSU := $(TANSU)
 FLOE := $(CARGO_TARGET_DIR)/debug/floe
 export FLOE_GUESTS := $(CACHE)/guests
+FAKESNOW_VERSION := 0.12.1
+FAKESNOW := $(CACHE)/fakesnow/.installed-$(FAKESNOW_VERSION)
+export FLOE_FAKESNOW_PYTHON := $(CACHE)/fakesnow/bin/python
 
-.PHONY: help demo test build tansu guests bench fmt lint clean-demo
+.PHONY: help demo test build tansu guests fakesnow bench fmt lint clean-demo
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort
@@ -22,6 +25,15 @@ $(TANSU):
 
 tansu: $(TANSU) ## Install the tansu Kafka broker into the cache
 
+# The Snowflake emulator the tests load through the real client (scripts/fakesnow_server.py).
+$(FAKESNOW):
+	python3 -m venv $(CACHE)/fakesnow
+	$(CACHE)/fakesnow/bin/pip install -q 'fakesnow[server]==$(FAKESNOW_VERSION)' \
+		'snowflake-connector-python<5' uvicorn
+	touch $@
+
+fakesnow: $(FAKESNOW) ## Install the fakesnow Snowflake emulator (Python venv) into the cache
+
 guests: ## Build the example and hostile validators (wasm32-wasip2 components)
 	GUESTS_OUT=$(FLOE_GUESTS) GUESTS_TARGET_DIR=$(CACHE)/guest-target bash scripts/guests.sh
 
@@ -30,7 +42,7 @@ build: ## Build floe, its tests and its binaries (debug)
 
 test: ## Run every test: unit tests and end-to-end tests against a real broker
 	$(MAKE) -j2 tansu build
-	$(MAKE) guests
+	$(MAKE) guests fakesnow
 	cargo test --workspace -- --test-threads=1
 
 demo: ## Broker + load generator + floe (with a validator) into DuckDB, then what landed

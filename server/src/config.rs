@@ -27,8 +27,12 @@ pub enum ConfigError {
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub kafka: KafkaConfig,
+    /// The default sink: it loads every topic no entry of `sinks` claims.
     pub sink: SinkConfig,
+    /// More sinks, by name, each loading the topics it lists.
+    pub sinks: BTreeMap<String, SinkConfig>,
     pub batch: BatchConfig,
+    pub resilience: ResilienceConfig,
     pub runtime: RuntimeConfig,
     pub dlq: DlqConfig,
     pub wasm: WasmConfig,
@@ -80,7 +84,10 @@ pub struct SinkConfig {
     pub soft_delete: bool,
     /// What a source TRUNCATE does to the target table.
     pub truncate: TruncateMode,
+    /// Only in `[sinks.NAME]`: the topics this sink loads.
+    pub topics: Vec<String>,
     pub duckdb: DuckDbConfig,
+    pub snowflake: SnowflakeConfig,
 }
 
 impl Default for SinkConfig {
@@ -89,7 +96,9 @@ impl Default for SinkConfig {
             kind: SinkKind::Duckdb,
             soft_delete: false,
             truncate: TruncateMode::Apply,
+            topics: Vec::new(),
             duckdb: DuckDbConfig::default(),
+            snowflake: SnowflakeConfig::default(),
         }
     }
 }
@@ -98,6 +107,7 @@ impl Default for SinkConfig {
 #[serde(rename_all = "lowercase")]
 pub enum SinkKind {
     Duckdb,
+    Snowflake,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -117,6 +127,92 @@ impl Default for DuckDbConfig {
     fn default() -> Self {
         Self {
             path: PathBuf::from("floe.duckdb"),
+        }
+    }
+}
+
+/// A Snowflake account. Secrets are read from the environment or a file, never from here.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnowflakeConfig {
+    /// Account identifier, e.g. `myorg-myaccount` (the host is `{account}.snowflakecomputing.com`).
+    pub account: String,
+    pub user: String,
+    pub role: Option<String>,
+    pub warehouse: Option<String>,
+    pub database: String,
+    pub schema: String,
+    pub auth: SnowflakeAuth,
+    /// Environment variable holding the password (`auth = "password"`).
+    pub password_env: String,
+    /// …or a file holding it (read at start; trailing newline ignored).
+    pub password_file: Option<PathBuf>,
+    /// Environment variable holding the PEM private key (`auth = "key_pair"`).
+    pub private_key_env: String,
+    /// …or a PEM file holding it.
+    pub private_key_file: Option<PathBuf>,
+    /// An extra CA certificate (PEM) to trust, e.g. a TLS-inspecting proxy's.
+    pub ca_file: Option<PathBuf>,
+    /// Connect to this `host:port` instead of resolving the account host (private
+    /// endpoints, proxies, an emulator); TLS still verifies the account host name.
+    pub resolve: Option<String>,
+    /// A staging statement larger than this is split; Snowflake caps statement text.
+    pub max_statement_bytes: usize,
+    /// Timeout of one request to Snowflake.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for SnowflakeConfig {
+    fn default() -> Self {
+        Self {
+            account: String::new(),
+            user: String::new(),
+            role: None,
+            warehouse: None,
+            database: String::new(),
+            schema: "PUBLIC".into(),
+            auth: SnowflakeAuth::Password,
+            password_env: "FLOE_SNOWFLAKE_PASSWORD".into(),
+            password_file: None,
+            private_key_env: "FLOE_SNOWFLAKE_PRIVATE_KEY".into(),
+            private_key_file: None,
+            ca_file: None,
+            resolve: None,
+            max_statement_bytes: 1_000_000,
+            request_timeout_ms: 120_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum SnowflakeAuth {
+    Password,
+    KeyPair,
+}
+
+/// Retries and circuit breakers, shared by every external dependency (Kafka, each sink,
+/// the DLQ producer).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ResilienceConfig {
+    /// First pause after a transient failure; doubled (with jitter) on each retry.
+    pub retry_initial_ms: u64,
+    /// Longest pause between two retries.
+    pub retry_max_ms: u64,
+    /// Consecutive failures that open a dependency's breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker waits before one probe (half-open).
+    pub breaker_cooldown_ms: u64,
+}
+
+impl Default for ResilienceConfig {
+    fn default() -> Self {
+        Self {
+            retry_initial_ms: 200,
+            retry_max_ms: 5_000,
+            breaker_failures: 5,
+            breaker_cooldown_ms: 5_000,
         }
     }
 }
@@ -150,8 +246,6 @@ pub struct RuntimeConfig {
     pub shutdown_timeout_ms: u64,
     /// Interval of the `consumed=… loaded=…` stats line; 0 turns it off.
     pub stats_interval_ms: u64,
-    /// Pause between attempts when the sink fails; floe never drops a batch.
-    pub sink_retry_ms: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -159,7 +253,6 @@ impl Default for RuntimeConfig {
         Self {
             shutdown_timeout_ms: 30_000,
             stats_interval_ms: 5_000,
-            sink_retry_ms: 1_000,
         }
     }
 }
@@ -270,7 +363,19 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("FLOE_BATCH_MAX_PENDING_ROWS", "batch.max_pending_rows"),
     ("FLOE_SHUTDOWN_TIMEOUT_MS", "runtime.shutdown_timeout_ms"),
     ("FLOE_STATS_INTERVAL_MS", "runtime.stats_interval_ms"),
-    ("FLOE_SINK_RETRY_MS", "runtime.sink_retry_ms"),
+    ("FLOE_SNOWFLAKE_ACCOUNT", "sink.snowflake.account"),
+    ("FLOE_SNOWFLAKE_USER", "sink.snowflake.user"),
+    ("FLOE_SNOWFLAKE_ROLE", "sink.snowflake.role"),
+    ("FLOE_SNOWFLAKE_WAREHOUSE", "sink.snowflake.warehouse"),
+    ("FLOE_SNOWFLAKE_DATABASE", "sink.snowflake.database"),
+    ("FLOE_SNOWFLAKE_SCHEMA", "sink.snowflake.schema"),
+    ("FLOE_SNOWFLAKE_AUTH", "sink.snowflake.auth"),
+    ("FLOE_SNOWFLAKE_CA_FILE", "sink.snowflake.ca_file"),
+    ("FLOE_SNOWFLAKE_RESOLVE", "sink.snowflake.resolve"),
+    ("FLOE_RETRY_INITIAL_MS", "resilience.retry_initial_ms"),
+    ("FLOE_RETRY_MAX_MS", "resilience.retry_max_ms"),
+    ("FLOE_BREAKER_FAILURES", "resilience.breaker_failures"),
+    ("FLOE_BREAKER_COOLDOWN_MS", "resilience.breaker_cooldown_ms"),
     ("FLOE_DLQ_TOPIC", "dlq.topic"),
     ("FLOE_DLQ_ACK_TIMEOUT_MS", "dlq.ack_timeout_ms"),
     ("FLOE_WASM_CACHE_DIR", "wasm.cache_dir"),
@@ -281,7 +386,12 @@ fn kind_of(path: &str) -> Kind {
         "kafka.topics" => Kind::List,
         "sink.soft_delete" => Kind::Bool,
         "dlq.ack_timeout_ms" => Kind::Int,
-        p if p.starts_with("batch.") || p.starts_with("runtime.") => Kind::Int,
+        p if p.starts_with("batch.")
+            || p.starts_with("runtime.")
+            || p.starts_with("resilience.") =>
+        {
+            Kind::Int
+        }
         _ => Kind::Text,
     }
 }
@@ -348,6 +458,43 @@ impl Config {
         }
         if self.batch.max_pending_rows < self.batch.max_rows {
             return invalid("batch.max_pending_rows", "must be at least batch.max_rows");
+        }
+        if !self.sink.topics.is_empty() {
+            return invalid(
+                "sink.topics",
+                "the default sink takes every unclaimed topic; list topics under [sinks.NAME]",
+            );
+        }
+        for (name, sink) in &self.sinks {
+            if sink.topics.is_empty() {
+                return invalid("sinks", &format!("sink {name:?} lists no topics"));
+            }
+            if let Some(t) = sink.topics.iter().find(|t| !self.kafka.topics.contains(t)) {
+                return invalid(
+                    "sinks",
+                    &format!("sink {name:?} lists topic {t:?}, which is not in kafka.topics"),
+                );
+            }
+        }
+        let mut claimed = std::collections::BTreeSet::new();
+        for t in self.sinks.values().flat_map(|s| &s.topics) {
+            if !claimed.insert(t) {
+                return invalid("sinks", &format!("topic {t:?} is listed by two sinks"));
+            }
+        }
+        for sink in std::iter::once(&self.sink).chain(self.sinks.values()) {
+            if sink.kind == SinkKind::Snowflake {
+                let sf = &sink.snowflake;
+                if sf.account.is_empty() || sf.user.is_empty() || sf.database.is_empty() {
+                    return invalid(
+                        "sink.snowflake",
+                        "account, user and database are required for a Snowflake sink",
+                    );
+                }
+            }
+        }
+        if self.resilience.breaker_failures == 0 {
+            return invalid("resilience.breaker_failures", "must be at least 1");
         }
         Ok(())
     }

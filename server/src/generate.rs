@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 pub enum Profile {
     /// `transactions(transaction_id, user_id, amount DECIMAL(10,2), status, created_at, updated_at)`.
     Transactions,
-    /// `all_types`: every logical type floe decodes, TOAST placeholders, and a column
-    /// that appears halfway through the stream.
+    /// `all_types`: every logical type floe decodes, TOAST placeholders, a mixed-case
+    /// column name (`Note`), and a column that appears halfway through the stream.
     AllTypes,
 }
 
@@ -332,7 +332,7 @@ impl Workload {
                     "nums": row.nums,
                     "flag": row.flag,
                     "score": row.score_quarters as f64 / 4.0,
-                    "note": row.note,
+                    "Note": row.note,
                     "bio": if toast { crate::debezium::TOAST_PLACEHOLDER.to_string() } else { row.bio.clone() },
                 });
                 if let (Some(region), Some(obj)) = (&row.region, v.as_object_mut()) {
@@ -381,7 +381,7 @@ impl Workload {
                 json!({"type": "array", "optional": true, "field": "nums", "items": {"type": "int32", "optional": true}}),
                 field("boolean", "", "flag"),
                 field("float64", "", "score"),
-                field("string", "", "note"),
+                field("string", "", "Note"),
                 field("string", "", "bio"),
             ],
         };

@@ -8,6 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod fakesnow;
+
+pub use fakesnow::Fakesnow;
 pub use floe::generate::{produce, Profile, Workload};
 pub use floe::source::PartitionProgress;
 

@@ -75,16 +75,16 @@ fn find_refused(
     out: &mut Vec<(Arc<str>, PendingRow, String)>,
 ) {
     match sink.check(table, &TableBatch::part_of(whole, rows)) {
-        Err(SinkError::Permanent(reason)) if rows.len() == 1 => {
+        Err(SinkError::Refused(reason)) if rows.len() == 1 => {
             out.push((table.clone(), rows[0].clone(), reason));
         }
-        Err(SinkError::Permanent(_)) => {
+        Err(SinkError::Refused(_)) => {
             let (left, right) = rows.split_at(rows.len() / 2);
             find_refused(sink, table, whole, left, out);
             find_refused(sink, table, whole, right, out);
         }
-        // Accepted, or a transient failure: not this row's fault.
-        Ok(()) | Err(SinkError::Transient(_)) => {}
+        // Accepted, or a failure that is not this row's fault.
+        Ok(()) | Err(SinkError::Transient(_) | SinkError::Permanent(_)) => {}
     }
 }
 
@@ -119,7 +119,7 @@ impl LoadStage {
                     Err(e) => e,
                 };
                 Stats::add(&self.stats.sink_errors, 1);
-                if let SinkError::Permanent(_) = error {
+                if let SinkError::Refused(_) = error {
                     match self.set_aside_refused_rows(sink, &mut batch) {
                         Ok(0) => {}
                         // Their dead letters go out first, then the rest is applied.
@@ -166,7 +166,7 @@ impl LoadStage {
     ) -> Result<usize, SourceError> {
         let mut refused = Vec::new();
         for (table, rows) in &batch.tables {
-            if let Err(SinkError::Permanent(_)) = sink.check(table, rows) {
+            if let Err(SinkError::Refused(_)) = sink.check(table, rows) {
                 find_refused(sink, table, rows, &rows.pending, &mut refused);
             }
         }

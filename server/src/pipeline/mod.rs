@@ -19,11 +19,10 @@ mod load;
 
 use crate::batch::Batch;
 use crate::change::{Event, KafkaPosition};
-use crate::config::{Assignment, Config, SinkKind, TruncateMode};
+use crate::config::{Assignment, Config, TruncateMode};
 use crate::debezium::Decoder;
 use crate::dlq::{Category, DeadLetter, DlqError, DlqWriter, Origin};
-use crate::sink::duckdb::DuckDbSink;
-use crate::sink::{ApplyCounts, Sink, SinkError};
+use crate::sink::{ApplyCounts, SinkError};
 use crate::source::{self, Source, SourceError};
 use crate::telemetry::Stats;
 use crate::transform::{LoadError, RouteError, Routes, Staged};
@@ -59,12 +58,7 @@ pub async fn run(
     stats: Arc<Stats>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), PipelineError> {
-    let mut sink: Box<dyn Sink> = match config.sink.kind {
-        SinkKind::Duckdb => Box::new(DuckDbSink::open(
-            &config.sink.duckdb.path,
-            config.sink.soft_delete,
-        )?),
-    };
+    let mut sink = crate::sink::open(&config.sink)?;
     let stored = sink.stored_offsets()?;
     // The runtime outlives the routes: its ticker drives the validators' deadlines.
     let wasm_runtime = Routes::runtime_for(&config.routes, &config.wasm.cache_dir)?;
@@ -110,7 +104,7 @@ pub async fn run(
             dlq,
             stats,
             stop,
-            retry: Duration::from_millis(config.runtime.sink_retry_ms),
+            retry: Duration::from_millis(config.resilience.retry_initial_ms),
             kafka: config.kafka.clone(),
         };
         std::thread::Builder::new()

@@ -1,8 +1,10 @@
 //! Sinks: where batches are MERGE-loaded, together with the offsets they cover.
 
 pub mod duckdb;
+pub mod snowflake;
 
 use crate::batch::{Batch, TableBatch};
+use crate::config::{SinkConfig, SinkKind};
 
 /// Why a sink could not apply a batch. The category decides whether floe retries.
 #[derive(Debug, thiserror::Error)]
@@ -10,16 +12,21 @@ pub enum SinkError {
     /// Worth retrying: the same batch may succeed later (lock, I/O, connection).
     #[error("sink_transient: {0}")]
     Transient(String),
-    /// Retrying the same statement cannot succeed (a type conflict, a bad identifier).
+    /// Retrying the same statement cannot succeed, whatever the rows (a bad statement, a
+    /// missing privilege): progress stops until an operator fixes it.
     #[error("sink_permanent: {0}")]
     Permanent(String),
+    /// The target refuses a value (a conversion, a range, a constraint): the rows that
+    /// carry it can be set aside and the rest loaded.
+    #[error("sink_permanent: the target refuses a value: {0}")]
+    Refused(String),
 }
 
 impl SinkError {
     pub fn category(&self) -> &'static str {
         match self {
             SinkError::Transient(_) => "sink_transient",
-            SinkError::Permanent(_) => "sink_permanent",
+            SinkError::Permanent(_) | SinkError::Refused(_) => "sink_permanent",
         }
     }
 }
@@ -57,4 +64,18 @@ pub trait Sink: Send {
 
 pub trait OffsetReader: Send + Sync {
     fn stored_offsets(&self) -> Result<StoredOffsets, SinkError>;
+}
+
+/// Opens the sink a configuration describes.
+pub fn open(config: &SinkConfig) -> Result<Box<dyn Sink>, SinkError> {
+    Ok(match config.kind {
+        SinkKind::Duckdb => Box::new(duckdb::DuckDbSink::open(
+            &config.duckdb.path,
+            config.soft_delete,
+        )?),
+        SinkKind::Snowflake => Box::new(snowflake::SnowflakeSink::open(
+            &config.snowflake,
+            config.soft_delete,
+        )?),
+    })
 }

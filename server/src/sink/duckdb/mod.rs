@@ -39,20 +39,19 @@ fn transient(e: duckdb::Error) -> SinkError {
     SinkError::Transient(e.to_string())
 }
 
-/// DuckDB reports type conflicts and bad statements as errors that a retry cannot fix.
+/// DuckDB names its error classes: values it cannot take, statements it cannot run, and
+/// the rest (I/O, locks), which a retry may fix.
 fn classify(e: duckdb::Error) -> SinkError {
     let text = e.to_string();
-    let permanent = [
+    let has = |classes: &[&str]| classes.iter().any(|p| text.contains(p));
+    if has(&[
         "Conversion Error",
-        "Binder Error",
-        "Parser Error",
-        "Catalog Error",
         "Invalid Input Error",
         "Constraint Error",
-    ]
-    .iter()
-    .any(|p| text.contains(p));
-    if permanent {
+        "Out of Range Error",
+    ]) {
+        SinkError::Refused(text)
+    } else if has(&["Binder Error", "Parser Error", "Catalog Error"]) {
         SinkError::Permanent(text)
     } else {
         SinkError::Transient(text)

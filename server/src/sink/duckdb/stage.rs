@@ -153,7 +153,7 @@ pub fn stage_rows(
         }
         appender
             .append_row(duckdb::appender_params_from_iter(cells.iter()))
-            .map_err(|e| SinkError::Permanent(refusal(&e, columns, &stages, &cells[6..])))?;
+            .map_err(|e| SinkError::Refused(refusal(&e, columns, &stages, &cells[6..])))?;
         match change.op {
             Op::Delete => staged.deletes += 1,
             _ => staged.upserts += 1,
@@ -161,6 +161,6 @@ pub fn stage_rows(
     }
     appender
         .flush()
-        .map_err(|e| SinkError::Permanent(format!("cannot stage rows: {e}")))?;
+        .map_err(|e| SinkError::Refused(format!("cannot stage rows: {e}")))?;
     Ok(staged)
 }

@@ -362,7 +362,7 @@ fn check_reports_a_refused_row_and_changes_nothing() {
         1,
     );
     let err = sink.check("t", &bad.tables["t"]).unwrap_err();
-    assert!(matches!(err, SinkError::Permanent(_)), "{err}");
+    assert!(matches!(err, SinkError::Refused(_)), "{err}");
     let only_good = TableBatch::part_of(&bad.tables["t"], &bad.tables["t"].pending[..1]);
     assert!(sink.check("t", &only_good).is_ok());
     assert_eq!(
@@ -417,12 +417,12 @@ fn after_a_refused_batch_the_culprit_alone_is_refused() {
         0,
     );
     let err = sink.apply(&b).unwrap_err();
-    assert!(matches!(err, SinkError::Permanent(_)), "{err}");
+    assert!(matches!(err, SinkError::Refused(_)), "{err}");
     let whole = &b.tables["things"];
     let check = |sink: &mut DuckDbSink, i: usize| {
         sink.check("things", &TableBatch::part_of(whole, &whole.pending[i..=i]))
     };
     assert!(check(&mut sink, 0).is_ok());
-    assert!(matches!(check(&mut sink, 1), Err(SinkError::Permanent(_))));
+    assert!(matches!(check(&mut sink, 1), Err(SinkError::Refused(_))));
     assert!(check(&mut sink, 2).is_ok());
 }
