@@ -239,3 +239,192 @@ mod literals {
         });
     }
 }
+
+/// A config with two sinks: DuckDB takes `transactions`, Snowflake takes `all_types`.
+fn two_sink_config(
+    dir: &std::path::Path,
+    fakesnow: &Fakesnow,
+    broker: &Broker,
+    group: &str,
+) -> std::path::PathBuf {
+    let config = dir.join("floe.toml");
+    let text = format!(
+        r#"[kafka]
+brokers = "{brokers}"
+topics = ["dbserver1.public.transactions", "dbserver1.public.all_types"]
+group = "{group}"
+assignment = "all"
+
+[sink]
+kind = "duckdb"
+[sink.duckdb]
+path = "{db}"
+
+[sinks.warehouse]
+kind = "snowflake"
+topics = ["dbserver1.public.all_types"]
+[sinks.warehouse.snowflake]
+account = "{account}"
+user = "floe"
+database = "FLOE"
+password_file = "{password}"
+ca_file = "{ca}"
+resolve = "127.0.0.1:{port}"
+request_timeout_ms = 5000
+
+[batch]
+max_rows = 500
+max_age_ms = 100
+
+[runtime]
+stats_interval_ms = 500
+
+[resilience]
+retry_initial_ms = 50
+retry_max_ms = 300
+breaker_failures = 3
+breaker_cooldown_ms = 500
+"#,
+        brokers = broker.addr,
+        db = dir.join("floe.duckdb").display(),
+        account = floe_e2e::fakesnow::ACCOUNT,
+        password = fakesnow.dir.join("password").display(),
+        ca = fakesnow.dir.join("ca.pem").display(),
+        port = fakesnow.port,
+    );
+    std::fs::write(&config, text).expect("write config");
+    config
+}
+
+/// Snowflake goes down mid-run: its breaker opens and its partitions pause while the
+/// DuckDB-routed table keeps loading; when it is back, the breaker closes and loading
+/// resumes where it stopped. Both tables equal their models; nothing is dead-lettered.
+#[test]
+fn a_snowflake_outage_pauses_its_partitions_and_loses_nothing() {
+    let broker = Broker::start("sf-outage");
+    let mut fakesnow = Fakesnow::start("sf-outage");
+    let dir = scratch_dir("sf-outage");
+    let (tx_topic, types_topic) = (
+        "dbserver1.public.transactions",
+        "dbserver1.public.all_types",
+    );
+    broker.create_topic(tx_topic, 2);
+    broker.create_topic(types_topic, 2);
+    let mut tx = Workload::new(Profile::Transactions, 300, 6000, 51);
+    let mut types = Workload::new(Profile::AllTypes, 200, 3000, 52);
+    broker.produce(tx_topic, &mut tx, 3000);
+    broker.produce(types_topic, &mut types, 1500);
+
+    let config = two_sink_config(&dir, &fakesnow, &broker, "sf-outage");
+    let mut floe = Floe::start_with_config(&config, &[], dir.join("floe.log"));
+    broker.wait_fully_committed("sf-outage", types_topic, LOAD_TIMEOUT);
+
+    fakesnow.kill();
+    broker.produce(types_topic, &mut types, 1500);
+    wait_for(
+        "the Snowflake breaker to open and pause",
+        LOAD_TIMEOUT,
+        || {
+            let log = floe.log_text();
+            (log.contains("circuit breaker open") && log.contains("partitions paused"))
+                .then_some(())
+        },
+    );
+    let held = broker.committed_total("sf-outage", types_topic);
+    // The DuckDB lane keeps flowing while Snowflake is down.
+    broker.produce(tx_topic, &mut tx, 3000);
+    broker.wait_fully_committed("sf-outage", tx_topic, LOAD_TIMEOUT);
+    assert_eq!(
+        broker.committed_total("sf-outage", types_topic),
+        held,
+        "no offset of the paused sink moves while it is down"
+    );
+    let log = floe.log_text();
+    assert!(
+        log.contains("breakers=kafka:closed,dlq:closed,sink:closed,sink.warehouse:open"),
+        "{log}"
+    );
+
+    fakesnow.restart();
+    broker.wait_fully_committed("sf-outage", types_topic, LOAD_TIMEOUT);
+    assert_eq!(
+        floe.terminate(Duration::from_secs(30)),
+        0,
+        "{}",
+        floe.log_text()
+    );
+    let log = floe.log_text();
+    assert!(
+        log.contains("circuit breaker closed") && log.contains("partitions resumed"),
+        "{log}"
+    );
+
+    assert_same_rows(&all_types_rows(&fakesnow), &types.expected());
+    assert_same_rows(
+        &query_text(&dir.join("floe.duckdb"), tx.check_query()),
+        &tx.expected(),
+    );
+    assert!(
+        broker.read_all("floe.dlq").is_empty(),
+        "nothing is dead-lettered"
+    );
+}
+
+/// A value Snowflake refuses for its column reaches the DLQ alone, with its original
+/// bytes and Snowflake's reason; the rest of its batch loads.
+#[test]
+fn a_value_snowflake_refuses_is_dead_lettered_alone() {
+    let broker = Broker::start("sf-refused");
+    let fakesnow = Fakesnow::start("sf-refused");
+    let dir = scratch_dir("sf-refused");
+    let topic = "dbserver1.public.things";
+    broker.create_topic(topic, 1);
+    let thing = |id: i64, x: serde_json::Value| {
+        let value = serde_json::json!({
+            "before": null, "after": {"id": id, "x": x}, "op": "c",
+            "source": {"table": "things", "lsn": 1000 + id, "ts_ms": 1_767_225_600_000i64},
+        });
+        (format!("{{\"id\":{id}}}"), value.to_string().into_bytes())
+    };
+    let records: Vec<(String, Vec<u8>)> = (1..=200)
+        .map(|id| match id {
+            150 => thing(id, serde_json::json!("not a number")),
+            _ => thing(id, serde_json::json!(id * 10)),
+        })
+        .collect();
+    let raw: Vec<(Option<&str>, Option<&[u8]>)> = records
+        .iter()
+        .map(|(k, v)| (Some(k.as_str()), Some(v.as_slice())))
+        .collect();
+    broker.produce_raw(topic, &raw);
+    let mut floe = Floe::start(
+        &floe_env(&broker, &fakesnow, topic, "sf-refused"),
+        dir.join("floe.log"),
+    );
+    broker.wait_fully_committed("sf-refused", topic, LOAD_TIMEOUT);
+    assert_eq!(
+        floe.terminate(Duration::from_secs(30)),
+        0,
+        "{}",
+        floe.log_text()
+    );
+
+    let dlq = broker.read_all("floe.dlq");
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    assert_eq!(dlq[0].header("floe.category"), "sink_permanent");
+    assert_eq!(dlq[0].header("floe.table"), "things");
+    assert_eq!(dlq[0].header("floe.source.offset"), "149");
+    assert_eq!(dlq[0].value.as_deref(), Some(records[149].1.as_slice()));
+    assert!(
+        dlq[0].header("floe.reason").contains("not a number"),
+        "the reason names the value: {:?}",
+        dlq[0]
+    );
+    let loaded = fakesnow
+        .query("SELECT TO_VARCHAR(COUNT(*)), TO_VARCHAR(SUM(\"x\")::NUMBER(38,0)) FROM \"things\"");
+    assert_eq!(loaded[0][0].as_deref(), Some("199"));
+    assert_eq!(
+        loaded[0][1].as_deref(),
+        Some((10 * (200 * 201 / 2 - 150)).to_string().as_str())
+    );
+}

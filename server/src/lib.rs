@@ -12,6 +12,7 @@ pub mod dlq;
 pub mod generate;
 pub mod pipeline;
 pub mod replay;
+pub mod resilience;
 pub mod sink;
 pub mod source;
 pub mod telemetry;

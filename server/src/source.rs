@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::config::KafkaConfig;
+use crate::resilience::Breaker;
 use crate::sink::{OffsetReader, StoredOffsets};
 use crate::telemetry::Stats;
 
@@ -38,6 +39,8 @@ pub enum SourceError {
 pub struct SourceContext {
     offsets: Box<dyn OffsetReader>,
     stats: Arc<Stats>,
+    /// Fed by librdkafka's error callback (brokers down, transport failures).
+    breaker: Arc<Breaker>,
     revoked: Mutex<Vec<(String, i32)>>,
 }
 
@@ -52,6 +55,12 @@ impl SourceContext {
 }
 
 impl ClientContext for SourceContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.breaker.record_failure();
+        self.stats.error("kafka");
+        tracing::warn!(category = "kafka", %error, reason, breaker = self.breaker.state().as_str(), "Kafka client error");
+    }
+
     fn stats(&self, statistics: Statistics) {
         let lag: i64 = statistics
             .topics
@@ -137,6 +146,7 @@ pub fn connect(
     offsets: Box<dyn OffsetReader>,
     stats: Arc<Stats>,
     stats_interval_ms: u64,
+    breaker: Arc<Breaker>,
 ) -> Result<Source, SourceError> {
     let mut client = ClientConfig::new();
     client
@@ -157,6 +167,7 @@ pub fn connect(
     let context = SourceContext {
         offsets,
         stats,
+        breaker,
         revoked: Mutex::new(Vec::new()),
     };
     Ok(client.create_with_context(context)?)

@@ -1,7 +1,11 @@
 //! Logging set-up and the pipeline's counters.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::resilience::Breaker;
 
 /// Counters shared by the pipeline stages; read by the stats line.
 #[derive(Debug, Default)]
@@ -23,6 +27,9 @@ pub struct Stats {
     pub flushes: AtomicU64,
     /// Messages behind the partitions' high watermarks, from librdkafka statistics.
     pub lag: AtomicI64,
+    /// Errors by category (`decode`, `sink_transient`, `kafka`, `dlq`, …).
+    errors: Mutex<BTreeMap<&'static str, u64>>,
+    breakers: Mutex<Vec<Arc<Breaker>>>,
 }
 
 impl Stats {
@@ -30,10 +37,50 @@ impl Stats {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Counts one error of `category` (a DLQ category name or `kafka`/`dlq`).
+    pub fn error(&self, category: &'static str) {
+        if let Ok(mut errors) = self.errors.lock() {
+            *errors.entry(category).or_default() += 1;
+        }
+    }
+
+    pub fn errors_by_category(&self) -> BTreeMap<&'static str, u64> {
+        self.errors.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    /// Registers a breaker so its state shows in the stats.
+    pub fn watch(&self, breaker: Arc<Breaker>) {
+        if let Ok(mut breakers) = self.breakers.lock() {
+            breakers.push(breaker);
+        }
+    }
+
+    /// Each watched breaker's name and state.
+    pub fn breaker_states(&self) -> Vec<(String, &'static str)> {
+        self.breakers
+            .lock()
+            .map(|b| {
+                b.iter()
+                    .map(|b| (b.name.clone(), b.state().as_str()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub fn line(&self) -> String {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let by_category: Vec<String> = self
+            .errors_by_category()
+            .iter()
+            .map(|(c, n)| format!("{c}:{n}"))
+            .collect();
+        let breakers: Vec<String> = self
+            .breaker_states()
+            .iter()
+            .map(|(n, s)| format!("{n}:{s}"))
+            .collect();
         format!(
-            "consumed={} decoded={} skipped={} loaded={} rejected={} dlq={} flushes={} errors={} toast_missing={} lag={}",
+            "consumed={} decoded={} skipped={} loaded={} rejected={} dlq={} flushes={} errors={} error_categories={} breakers={} toast_missing={} lag={}",
             get(&self.consumed),
             get(&self.decoded),
             get(&self.skipped),
@@ -42,6 +89,8 @@ impl Stats {
             get(&self.dead_lettered),
             get(&self.flushes),
             get(&self.decode_errors) + get(&self.sink_errors),
+            if by_category.is_empty() { "-".to_string() } else { by_category.join(",") },
+            breakers.join(","),
             get(&self.toast_missing),
             self.lag.load(Ordering::Relaxed),
         )

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-mod fakesnow;
+pub mod fakesnow;
 
 pub use fakesnow::Fakesnow;
 pub use floe::generate::{produce, Profile, Workload};

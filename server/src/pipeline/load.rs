@@ -12,6 +12,7 @@ use super::Flushed;
 use crate::batch::{Batch, PendingRow, TableBatch};
 use crate::config::KafkaConfig;
 use crate::dlq::{Category, DeadLetter, DlqWriter, Origin};
+use crate::resilience::{Backoff, Breaker};
 use crate::sink::{Sink, SinkError};
 use crate::source::{self, SourceError};
 use crate::telemetry::Stats;
@@ -46,6 +47,7 @@ pub(super) fn absorb(
             (category, reason, None)
         }
     };
+    stats.error(category.as_str());
     batch.dead_letters.push(DeadLetter {
         origin,
         category,
@@ -57,11 +59,15 @@ pub(super) fn absorb(
 }
 
 pub(super) struct LoadStage {
+    /// Which sink (lane) of the pipeline this stage loads.
+    pub lane: usize,
     pub routes: Arc<Routes>,
     pub dlq: DlqWriter,
     pub stats: Arc<Stats>,
     pub stop: Arc<AtomicBool>,
-    pub retry: Duration,
+    pub backoff: Backoff,
+    pub sink_breaker: Arc<Breaker>,
+    pub dlq_breaker: Arc<Breaker>,
     /// To read refused rows' original records again for their dead letters.
     pub kafka: KafkaConfig,
 }
@@ -90,7 +96,7 @@ fn find_refused(
 
 impl LoadStage {
     pub fn run(
-        &self,
+        mut self,
         sink: &mut dyn Sink,
         inbox: mpsc::Receiver<Batch>,
         done: tokio_mpsc::UnboundedSender<Flushed>,
@@ -104,6 +110,8 @@ impl LoadStage {
                 }
                 let error = match sink.apply(&batch) {
                     Ok(counts) => {
+                        self.sink_breaker.record_success();
+                        self.backoff.reset();
                         tracing::debug!(
                             rows = batch.rows(),
                             messages = batch.messages,
@@ -111,6 +119,7 @@ impl LoadStage {
                             "batch applied"
                         );
                         let _ = done.send(Flushed {
+                            lane: self.lane,
                             offsets: batch.offsets.clone(),
                             counts,
                         });
@@ -119,6 +128,7 @@ impl LoadStage {
                     Err(e) => e,
                 };
                 Stats::add(&self.stats.sink_errors, 1);
+                self.stats.error(error.category());
                 if let SinkError::Refused(_) = error {
                     match self.set_aside_refused_rows(sink, &mut batch) {
                         Ok(0) => {}
@@ -127,8 +137,12 @@ impl LoadStage {
                         Err(e) => tracing::error!(error = %e, "cannot isolate the refused rows"),
                     }
                 }
-                tracing::error!(category = error.category(), %error, "sink failed; retrying the same batch");
-                if self.pause() {
+                // The target cannot take this batch now: the breaker counts it, and while
+                // it is open the pipeline holds this sink's partitions.
+                self.sink_breaker.record_failure();
+                tracing::error!(category = error.category(), %error, breaker = self.sink_breaker.state().as_str(), "sink failed; retrying the same batch");
+                let breaker = self.sink_breaker.clone();
+                if self.pause(&breaker) {
                     return;
                 }
             }
@@ -138,16 +152,20 @@ impl LoadStage {
     /// Sends the batch's dead letters and waits for the DLQ to acknowledge them; they are
     /// then dropped from the batch so a sink retry does not send them again. False when
     /// shutdown interrupts the retries.
-    fn send_dead_letters(&self, batch: &mut Batch) -> bool {
+    fn send_dead_letters(&mut self, batch: &mut Batch) -> bool {
         while !batch.dead_letters.is_empty() {
             match self.dlq.send_all(&batch.dead_letters) {
                 Ok(()) => {
+                    self.dlq_breaker.record_success();
                     Stats::add(&self.stats.dead_lettered, batch.dead_letters.len() as u64);
                     batch.dead_letters.clear();
                 }
                 Err(e) => {
+                    self.dlq_breaker.record_failure();
+                    self.stats.error(e.category());
                     tracing::error!(category = e.category(), error = %e, "cannot write the DLQ; not committing until it can");
-                    if self.pause() {
+                    let breaker = self.dlq_breaker.clone();
+                    if self.pause(&breaker) {
                         return false;
                     }
                 }
@@ -198,13 +216,18 @@ impl LoadStage {
         Ok(refused.len())
     }
 
-    /// Waits before a retry; true when shutdown asks to give up instead.
-    fn pause(&self) -> bool {
-        if self.stop.load(Ordering::Relaxed) {
-            return true;
+    /// Waits before a retry (backoff, or the breaker's cool-down while it is open), in
+    /// short steps so that shutdown is not delayed; true when shutdown asks to give up.
+    fn pause(&mut self, breaker: &Breaker) -> bool {
+        let wait = breaker.delay(self.backoff.next_delay());
+        let until = Instant::now() + wait;
+        while Instant::now() < until {
+            if self.stop.load(Ordering::Relaxed) {
+                return true;
+            }
+            std::thread::sleep((until - Instant::now()).min(Duration::from_millis(50)));
         }
-        std::thread::sleep(self.retry);
-        false
+        self.stop.load(Ordering::Relaxed)
     }
 
     fn validate_staged(&self, batch: &mut Batch) {

@@ -22,7 +22,8 @@ use crate::change::{Event, KafkaPosition};
 use crate::config::{Assignment, Config, TruncateMode};
 use crate::debezium::Decoder;
 use crate::dlq::{Category, DeadLetter, DlqError, DlqWriter, Origin};
-use crate::sink::{ApplyCounts, SinkError};
+use crate::resilience::{Backoff, Breaker};
+use crate::sink::{ApplyCounts, OffsetReader, SinkError, StoredOffsets};
 use crate::source::{self, Source, SourceError};
 use crate::telemetry::Stats;
 use crate::transform::{LoadError, RouteError, Routes, Staged};
@@ -46,10 +47,54 @@ pub enum PipelineError {
     Dlq(#[from] DlqError),
 }
 
-/// The outcome of one flush, reported by the sink thread.
+/// The outcome of one flush, reported by a sink thread.
 struct Flushed {
+    lane: usize,
     offsets: BTreeMap<(Arc<str>, i32), i64>,
     counts: ApplyCounts,
+}
+
+/// One sink, the topics it loads, its batch and its breaker.
+struct Lane {
+    name: String,
+    /// Topics this lane loads; empty for the default lane (every other topic).
+    topics: Vec<String>,
+    batch: Batch,
+    in_flight: bool,
+    to_sink: mpsc::SyncSender<Batch>,
+    breaker: Arc<Breaker>,
+    /// Whether this lane's partitions are paused right now.
+    paused: bool,
+    truncate: TruncateMode,
+}
+
+/// Offsets come from the sink that owns each topic.
+struct LaneOffsets(Vec<(Vec<String>, Box<dyn OffsetReader>)>);
+
+impl LaneOffsets {
+    fn owns(topics: &[String], all: &[Vec<String>], topic: &str) -> bool {
+        if topics.is_empty() {
+            !all.iter().any(|t| t.iter().any(|t| t == topic))
+        } else {
+            topics.iter().any(|t| t == topic)
+        }
+    }
+}
+
+impl OffsetReader for LaneOffsets {
+    fn stored_offsets(&self) -> Result<StoredOffsets, SinkError> {
+        let all: Vec<Vec<String>> = self.0.iter().map(|(t, _)| t.clone()).collect();
+        let mut out = Vec::new();
+        for (topics, reader) in &self.0 {
+            out.extend(
+                reader
+                    .stored_offsets()?
+                    .into_iter()
+                    .filter(|(t, _, _)| Self::owns(topics, &all, t)),
+            );
+        }
+        Ok(out)
+    }
 }
 
 /// Runs until `shutdown` resolves, then stops fetching, flushes, commits and returns.
@@ -58,8 +103,23 @@ pub async fn run(
     stats: Arc<Stats>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), PipelineError> {
-    let mut sink = crate::sink::open(&config.sink)?;
-    let stored = sink.stored_offsets()?;
+    // The default sink first (lane 0), then the named ones.
+    let mut sink_configs = vec![("sink".to_string(), config.sink.clone())];
+    sink_configs.extend(
+        config
+            .sinks
+            .iter()
+            .map(|(n, c)| (format!("sink.{n}"), c.clone())),
+    );
+    let mut sinks = Vec::new();
+    let mut readers = Vec::new();
+    for (name, sink_config) in &sink_configs {
+        let sink = crate::sink::open(sink_config)?;
+        readers.push((sink_config.topics.clone(), sink.offset_reader()?));
+        sinks.push((name.clone(), sink_config.topics.clone(), sink));
+    }
+    let offsets = LaneOffsets(readers);
+    let stored = offsets.stored_offsets()?;
     // The runtime outlives the routes: its ticker drives the validators' deadlines.
     let wasm_runtime = Routes::runtime_for(&config.routes, &config.wasm.cache_dir)?;
     let routes = Arc::new(Routes::load(&config.routes, wasm_runtime.as_ref())?);
@@ -69,17 +129,16 @@ pub async fn run(
     {
         tracing::warn!(topic = %config.dlq.topic, error = %e, "cannot create the DLQ topic; it must exist before a record is dead-lettered");
     }
-    let dlq = DlqWriter::connect(
-        &config.kafka,
-        &config.dlq.topic,
-        Duration::from_millis(config.dlq.ack_timeout_ms),
-        tokio::runtime::Handle::current(),
-    )?;
+    let kafka_breaker = Breaker::new("kafka", &config.resilience);
+    let dlq_breaker = Breaker::new("dlq", &config.resilience);
+    stats.watch(kafka_breaker.clone());
+    stats.watch(dlq_breaker.clone());
     let source = source::connect(
         &config.kafka,
-        sink.offset_reader()?,
+        Box::new(offsets),
         stats.clone(),
         config.runtime.stats_interval_ms,
+        kafka_breaker.clone(),
     )?;
     match config.kafka.assignment {
         Assignment::All => {
@@ -93,25 +152,49 @@ pub async fn run(
         }
     }
 
-    let (to_sink, sink_inbox) = mpsc::sync_channel::<Batch>(1);
     let (sink_done, mut flushed) = tokio_mpsc::unbounded_channel::<Flushed>();
     let stop_retrying = Arc::new(AtomicBool::new(false));
-    let sink_thread = {
-        let stats = stats.clone();
-        let stop = stop_retrying.clone();
+    let mut lanes = Vec::new();
+    let mut threads = Vec::new();
+    for (index, (name, topics, mut sink)) in sinks.into_iter().enumerate() {
+        let (to_sink, sink_inbox) = mpsc::sync_channel::<Batch>(1);
+        let breaker = Breaker::new(name.clone(), &config.resilience);
+        stats.watch(breaker.clone());
         let load = LoadStage {
+            lane: index,
             routes: routes.clone(),
-            dlq,
-            stats,
-            stop,
-            retry: Duration::from_millis(config.resilience.retry_initial_ms),
+            dlq: DlqWriter::connect(
+                &config.kafka,
+                &config.dlq.topic,
+                Duration::from_millis(config.dlq.ack_timeout_ms),
+                tokio::runtime::Handle::current(),
+            )?,
+            stats: stats.clone(),
+            stop: stop_retrying.clone(),
+            backoff: Backoff::new(&config.resilience),
+            sink_breaker: breaker.clone(),
+            dlq_breaker: dlq_breaker.clone(),
             kafka: config.kafka.clone(),
         };
-        std::thread::Builder::new()
-            .name("floe-sink".into())
-            .spawn(move || load.run(sink.as_mut(), sink_inbox, sink_done))
-            .map_err(|_| PipelineError::SinkGone)?
-    };
+        let done = sink_done.clone();
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("floe-{name}"))
+                .spawn(move || load.run(sink.as_mut(), sink_inbox, done))
+                .map_err(|_| PipelineError::SinkGone)?,
+        );
+        lanes.push(Lane {
+            name,
+            topics,
+            batch: Batch::default(),
+            in_flight: false,
+            to_sink,
+            breaker,
+            paused: false,
+            truncate: sink_configs[index].1.truncate,
+        });
+    }
+    drop(sink_done);
 
     let mut state = Loop {
         config: &config,
@@ -119,20 +202,23 @@ pub async fn run(
         source: &source,
         decoder: Decoder::new(),
         routes: &routes,
-        batch: Batch::default(),
-        in_flight: false,
-        topics: config
+        kafka_breaker,
+        lane_of_topic: config
             .kafka
             .topics
             .iter()
-            .map(|t| Arc::from(t.as_str()))
+            .map(|t| {
+                let lane = lanes.iter().position(|l| l.topics.contains(t)).unwrap_or(0);
+                (Arc::from(t.as_str()), lane)
+            })
             .collect(),
+        lanes,
     };
-    let result = state.consume(&to_sink, &mut flushed, shutdown).await;
+    let result = state.consume(&mut flushed, shutdown).await;
     let result = match result {
         Ok(()) => {
             let deadline = Duration::from_millis(config.runtime.shutdown_timeout_ms);
-            match tokio::time::timeout(deadline, state.drain(&to_sink, &mut flushed)).await {
+            match tokio::time::timeout(deadline, state.drain(&mut flushed)).await {
                 Ok(r) => r,
                 Err(_) => Err(PipelineError::ShutdownTimeout(deadline)),
             }
@@ -140,8 +226,10 @@ pub async fn run(
         Err(e) => Err(e),
     };
     stop_retrying.store(true, Ordering::Relaxed);
-    drop(to_sink);
-    let _ = tokio::task::spawn_blocking(move || sink_thread.join()).await;
+    drop(state);
+    for thread in threads {
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
     drop(wasm_runtime);
     tracing::info!("{}", stats.line());
     result
@@ -153,15 +241,15 @@ struct Loop<'a> {
     source: &'a Source,
     decoder: Decoder,
     routes: &'a Routes,
-    batch: Batch,
-    in_flight: bool,
-    topics: Vec<Arc<str>>,
+    kafka_breaker: Arc<Breaker>,
+    /// Each configured topic (interned) and the lane that loads it.
+    lane_of_topic: Vec<(Arc<str>, usize)>,
+    lanes: Vec<Lane>,
 }
 
 impl Loop<'_> {
     async fn consume(
         &mut self,
-        to_sink: &mpsc::SyncSender<Batch>,
         flushed: &mut tokio_mpsc::UnboundedReceiver<Flushed>,
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), PipelineError> {
@@ -172,7 +260,8 @@ impl Loop<'_> {
         let stats_every = self.config.runtime.stats_interval_ms;
         let mut last_stats = Instant::now();
         loop {
-            let accepting = self.batch.row_events < self.config.batch.max_pending_rows;
+            // With every lane full, stop reading; a single full lane is paused instead.
+            let accepting = self.lanes.iter().any(|l| !self.full(l));
             tokio::select! {
                 biased;
                 _ = &mut shutdown => {
@@ -184,14 +273,26 @@ impl Loop<'_> {
                     self.on_flushed(done, CommitMode::Async);
                 }
                 message = self.source.recv(), if accepting => match message {
-                    Ok(m) => self.on_message(&m),
-                    Err(e) => tracing::warn!(error = %e, category = "kafka", "consume error"),
+                    Ok(m) => {
+                        if self.kafka_breaker.is_tripped() {
+                            self.kafka_breaker.record_success();
+                        }
+                        self.on_message(&m)
+                    }
+                    Err(e) => {
+                        self.kafka_breaker.record_failure();
+                        self.stats.error("kafka");
+                        tracing::warn!(error = %e, category = "kafka", "consume error")
+                    }
                 },
                 _ = tick.tick() => {}
             }
             self.drop_revoked();
-            if !self.in_flight && self.due() {
-                self.hand_off(to_sink)?;
+            self.pause_or_resume();
+            for lane in 0..self.lanes.len() {
+                if !self.lanes[lane].in_flight && self.due(&self.lanes[lane]) {
+                    self.hand_off(lane)?;
+                }
             }
             if stats_every > 0 && last_stats.elapsed() >= Duration::from_millis(stats_every) {
                 last_stats = Instant::now();
@@ -200,40 +301,104 @@ impl Loop<'_> {
         }
     }
 
-    /// After shutdown: wait for the batch in flight, flush what is held, commit.
+    /// After shutdown: wait for the batches in flight, flush what is held, commit.
     async fn drain(
         &mut self,
-        to_sink: &mpsc::SyncSender<Batch>,
         flushed: &mut tokio_mpsc::UnboundedReceiver<Flushed>,
     ) -> Result<(), PipelineError> {
         loop {
-            if self.in_flight {
-                let done = flushed.recv().await.ok_or(PipelineError::SinkGone)?;
-                self.on_flushed(done, CommitMode::Sync);
-                continue;
+            for lane in 0..self.lanes.len() {
+                if !self.lanes[lane].in_flight && !self.lanes[lane].batch.is_empty() {
+                    self.hand_off(lane)?;
+                }
             }
-            if self.batch.is_empty() {
+            if self.lanes.iter().all(|l| !l.in_flight) {
                 return Ok(());
             }
-            self.hand_off(to_sink)?;
+            let done = flushed.recv().await.ok_or(PipelineError::SinkGone)?;
+            self.on_flushed(done, CommitMode::Sync);
         }
     }
 
-    fn due(&self) -> bool {
-        !self.batch.is_empty()
-            && (self.batch.row_events >= self.config.batch.max_rows
-                || self.batch.age_ms() >= u128::from(self.config.batch.max_age_ms))
+    fn full(&self, lane: &Lane) -> bool {
+        lane.batch.row_events >= self.config.batch.max_pending_rows
     }
 
-    fn hand_off(&mut self, to_sink: &mpsc::SyncSender<Batch>) -> Result<(), PipelineError> {
-        let batch = std::mem::take(&mut self.batch);
-        to_sink.send(batch).map_err(|_| PipelineError::SinkGone)?;
-        self.in_flight = true;
+    fn due(&self, lane: &Lane) -> bool {
+        !lane.batch.is_empty()
+            && (lane.batch.row_events >= self.config.batch.max_rows
+                || lane.batch.age_ms() >= u128::from(self.config.batch.max_age_ms))
+    }
+
+    fn hand_off(&mut self, lane: usize) -> Result<(), PipelineError> {
+        let lane = &mut self.lanes[lane];
+        let batch = std::mem::take(&mut lane.batch);
+        lane.to_sink
+            .send(batch)
+            .map_err(|_| PipelineError::SinkGone)?;
+        lane.in_flight = true;
         Ok(())
     }
 
+    /// A lane whose sink is down (breaker open), or whose batch is full while other lanes
+    /// still take records, has its partitions paused: their records stay in Kafka, their
+    /// offsets are held, and the other lanes keep flowing. Paused partitions are paused
+    /// again on every pass, since a rebalance resumes what it assigns.
+    fn pause_or_resume(&mut self) {
+        let several = self.lanes.len() > 1;
+        for index in 0..self.lanes.len() {
+            let lane = &self.lanes[index];
+            let hold = lane.breaker.is_tripped() || (several && self.full(lane));
+            if !hold && !lane.paused {
+                continue;
+            }
+            let partitions = self.partitions_of(index);
+            if partitions.count() == 0 {
+                continue;
+            }
+            let lane = &mut self.lanes[index];
+            let result = if hold {
+                self.source.pause(&partitions)
+            } else {
+                self.source.resume(&partitions)
+            };
+            match result {
+                Ok(()) if hold != lane.paused => {
+                    lane.paused = hold;
+                    tracing::info!(sink = %lane.name, partitions = partitions.count(), "{}", if hold { "partitions paused" } else { "partitions resumed" });
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    tracing::warn!(sink = %lane.name, error = %e, "cannot pause or resume partitions")
+                }
+            }
+        }
+    }
+
+    /// The partitions assigned to this process that feed `lane`.
+    fn partitions_of(&self, lane: usize) -> TopicPartitionList {
+        let mut out = TopicPartitionList::new();
+        if let Ok(assigned) = self.source.assignment() {
+            for e in assigned.elements() {
+                if self.lane_of(e.topic()) == lane {
+                    out.add_partition(e.topic(), e.partition());
+                }
+            }
+        }
+        out
+    }
+
+    fn lane_of(&self, topic: &str) -> usize {
+        self.lane_of_topic
+            .iter()
+            .find(|(t, _)| t.as_ref() == topic)
+            .map_or(0, |(_, lane)| *lane)
+    }
+
     fn on_flushed(&mut self, done: Flushed, mode: CommitMode) {
-        self.in_flight = false;
+        if let Some(lane) = self.lanes.get_mut(done.lane) {
+            lane.in_flight = false;
+        }
         let c = done.counts;
         Stats::add(&self.stats.loaded, c.upserts + c.deletes);
         Stats::add(&self.stats.toast_missing, c.toast_missing);
@@ -252,16 +417,22 @@ impl Loop<'_> {
 
     fn on_message(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) {
         Stats::add(&self.stats.consumed, 1);
-        let topic = match self.topics.iter().find(|t| t.as_ref() == m.topic()) {
-            Some(t) => t.clone(),
-            None => Arc::from(m.topic()),
+        let (topic, lane) = match self
+            .lane_of_topic
+            .iter()
+            .find(|(t, _)| t.as_ref() == m.topic())
+        {
+            Some((t, lane)) => (t.clone(), *lane),
+            None => (Arc::from(m.topic()), 0),
         };
+        let truncate = self.lanes[lane].truncate;
+        let batch = &mut self.lanes[lane].batch;
         let position = KafkaPosition {
             topic: topic.clone(),
             partition: m.partition(),
             offset: m.offset(),
         };
-        self.batch.advance(&topic, m.partition(), m.offset());
+        batch.advance(&topic, m.partition(), m.offset());
         let origin = || Origin {
             topic: topic.clone(),
             partition: m.partition(),
@@ -273,6 +444,7 @@ impl Loop<'_> {
             Ok(c) => c,
             Err(e) => {
                 Stats::add(&self.stats.decode_errors, 1);
+                self.stats.error(Category::Decode.as_str());
                 tracing::warn!(
                     category = "decode",
                     topic = m.topic(),
@@ -281,7 +453,7 @@ impl Loop<'_> {
                     reason = %e,
                     "cannot decode message; sent to the DLQ"
                 );
-                self.batch.dead_letters.push(DeadLetter {
+                batch.dead_letters.push(DeadLetter {
                     origin: origin(),
                     category: Category::Decode,
                     reason: e.to_string(),
@@ -295,28 +467,28 @@ impl Loop<'_> {
         Stats::add(&self.stats.decoded, 1);
         match change.event {
             Event::Row(row) => match self.routes.get(&row.table) {
-                None => self.batch.add_row(row, &topic, m.partition(), m.offset()),
+                None => batch.add_row(row, &topic, m.partition(), m.offset()),
                 Some(route) if route.validator.is_some() => {
                     let staged = Staged {
                         change: row,
                         origin: origin(),
                     };
-                    self.batch.stage(staged.change.table.clone(), staged);
+                    batch.stage(staged.change.table.clone(), staged);
                 }
                 Some(route) => {
                     let table = row.table.clone();
                     let outcome = route.accepted(row);
-                    absorb(&mut self.batch, self.stats, outcome, origin(), table, None);
+                    absorb(batch, self.stats, outcome, origin(), table, None);
                 }
             },
-            Event::Truncate { table } => match self.config.sink.truncate {
+            Event::Truncate { table } => match truncate {
                 TruncateMode::Apply => {
                     let target = self
                         .routes
                         .get(&table)
                         .and_then(|r| r.target.clone())
                         .unwrap_or_else(|| table.clone());
-                    self.batch.truncate(&table, target);
+                    batch.truncate(&table, target);
                 }
                 TruncateMode::Ignore => Stats::add(&self.stats.skipped, 1),
             },
@@ -334,15 +506,17 @@ impl Loop<'_> {
         let gone = |topic: &str, partition: i32| {
             revoked.iter().any(|(t, p)| t == topic && *p == partition)
         };
-        self.batch.offsets.retain(|(t, p), _| !gone(t, *p));
-        for table in self.batch.tables.values_mut() {
-            table.retain(|row| !gone(&row.topic, row.partition));
+        for batch in self.lanes.iter_mut().map(|l| &mut l.batch) {
+            batch.offsets.retain(|(t, p), _| !gone(t, *p));
+            for table in batch.tables.values_mut() {
+                table.retain(|row| !gone(&row.topic, row.partition));
+            }
+            for staged in batch.staged.values_mut() {
+                staged.retain(|s| !gone(&s.origin.topic, s.origin.partition));
+            }
+            batch
+                .dead_letters
+                .retain(|d| !gone(&d.origin.topic, d.origin.partition));
         }
-        for staged in self.batch.staged.values_mut() {
-            staged.retain(|s| !gone(&s.origin.topic, s.origin.partition));
-        }
-        self.batch
-            .dead_letters
-            .retain(|d| !gone(&d.origin.topic, d.origin.partition));
     }
 }
