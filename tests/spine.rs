@@ -197,3 +197,46 @@ fn sigterm_flushes_and_commits_what_was_loaded() {
     assert_eq!(floe.terminate(Duration::from_secs(30)), 0);
     assert_same_rows(&query_text(&db, tx.check_query()), &tx.expected());
 }
+
+/// The broker is killed and restarted mid-run: floe reconnects, loads what was produced
+/// before and after, and the table equals the model.
+#[test]
+fn a_broker_restart_mid_run_loses_nothing() {
+    let mut broker = Broker::start("restart");
+    let dir = scratch_dir("restart");
+    let db = dir.join("floe.duckdb");
+    let topic = "dbserver1.public.transactions";
+    broker.create_topic(topic, 2);
+    let mut tx = Workload::new(Profile::Transactions, 1000, 16_000, 61);
+    broker.produce(topic, &mut tx, 8000);
+    let mut env = floe_env(&broker, topic, "restart", "all", &db);
+    env.push(("FLOE_BATCH_MAX_ROWS", "500".into()));
+    env.push(("FLOE_RETRY_MAX_MS", "500".into()));
+    env.push(("FLOE_BREAKER_COOLDOWN_MS", "500".into()));
+    let mut floe = Floe::start(&env, dir.join("floe.log"));
+    wait_for("some progress", LOAD_TIMEOUT, || {
+        (broker.committed_total("restart", topic) > 0).then_some(())
+    });
+
+    broker.restart();
+    broker.produce(topic, &mut tx, 8000);
+    broker.wait_fully_committed("restart", topic, LOAD_TIMEOUT);
+    assert_eq!(
+        floe.terminate(Duration::from_secs(30)),
+        0,
+        "{}",
+        floe.log_text()
+    );
+    assert_same_rows(&query_text(&db, tx.check_query()), &tx.expected());
+    assert_no_duplicate_keys(&db, "transactions", "transaction_id");
+    let stored = query_text(
+        &db,
+        "SELECT CAST(sum(next_offset) AS VARCHAR) FROM _floe_offsets",
+    );
+    let total: i64 = broker
+        .progress("restart", topic)
+        .iter()
+        .map(|p| p.high)
+        .sum();
+    assert_eq!(stored[0][0].as_deref(), Some(total.to_string().as_str()));
+}

@@ -663,4 +663,29 @@ mod tests {
         let err = Config::from_toml("f", "[[routes]]\nvalidator = \"x\"\n", no_env).unwrap_err();
         assert!(err.to_string().contains("table"), "{err}");
     }
+
+    #[test]
+    fn named_sinks_take_their_topics_and_are_checked() {
+        let text =
+            "[kafka]\ntopics=[\"a\", \"b\"]\n[sinks.wh]\nkind = \"snowflake\"\ntopics = [\"b\"]\n\
+                    [sinks.wh.snowflake]\naccount = \"acme\"\nuser = \"u\"\ndatabase = \"D\"\n";
+        let c = Config::from_toml("f", text, no_env).unwrap();
+        assert_eq!(c.sinks["wh"].kind, SinkKind::Snowflake);
+        assert_eq!(c.sinks["wh"].topics, vec!["b"]);
+        assert_eq!(c.sinks["wh"].snowflake.schema, "PUBLIC");
+
+        let unknown_topic = text.replace("topics = [\"b\"]", "topics = [\"c\"]");
+        let err = Config::from_toml("f", &unknown_topic, no_env).unwrap_err();
+        assert!(err.to_string().contains("\"c\""), "{err}");
+        let no_account = text.replace("account = \"acme\"\n", "");
+        let err = Config::from_toml("f", &no_account, no_env).unwrap_err();
+        assert!(err.to_string().contains("account"), "{err}");
+        let err = Config::from_toml(
+            "f",
+            "[kafka]\ntopics=[\"a\"]\n[sink]\ntopics=[\"a\"]\n",
+            no_env,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("sink.topics"), "{err}");
+    }
 }

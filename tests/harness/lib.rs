@@ -94,6 +94,70 @@ impl TopicRecord {
     }
 }
 
+/// Starts tansu with sqlite storage in `dir` on `port` and waits until it is ready.
+fn launch_tansu(dir: &Path, port: u16) -> Child {
+    let url = format!("tcp://127.0.0.1:{port}");
+    let mut child = Command::new(tansu_binary())
+        .current_dir(dir)
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", "sqlite://tansu.db"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start {}: {e} (run `make tansu`)",
+                tansu_binary().display()
+            )
+        });
+    let (tx, rx) = std::sync::mpsc::channel();
+    for stream in [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let tx = tx.clone();
+        let log = dir.join("broker.log");
+        std::thread::spawn(move || {
+            let mut out = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(log)
+                .ok();
+            for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                if let Some(f) = out.as_mut() {
+                    use std::io::Write;
+                    let _ = writeln!(f, "{line}");
+                }
+                if strip_ansi(&line).contains("ready in") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+    }
+    let ready = rx.recv_timeout(Duration::from_secs(60)).is_ok();
+    if !ready || matches!(child.try_wait(), Ok(Some(_))) {
+        let _ = child.kill();
+        let log = std::fs::read_to_string(dir.join("broker.log")).unwrap_or_default();
+        panic!("tansu did not become ready:\n{log}");
+    }
+    child
+}
+
 /// A tansu broker with sqlite storage in its own folder.
 pub struct Broker {
     child: Child,
@@ -105,71 +169,38 @@ impl Broker {
     pub fn start(name: &str) -> Broker {
         let dir = scratch_dir(&format!("{name}-broker"));
         let port = free_port();
-        let url = format!("tcp://127.0.0.1:{port}");
-        let mut child = Command::new(tansu_binary())
-            .current_dir(&dir)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start {}: {e} (run `make tansu`)",
-                    tansu_binary().display()
-                )
-            });
-        let (tx, rx) = std::sync::mpsc::channel();
-        for stream in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let tx = tx.clone();
-            let log = dir.join("broker.log");
-            std::thread::spawn(move || {
-                let mut out = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(log)
-                    .ok();
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    if let Some(f) = out.as_mut() {
-                        use std::io::Write;
-                        let _ = writeln!(f, "{line}");
-                    }
-                    if strip_ansi(&line).contains("ready in") {
-                        let _ = tx.send(());
-                    }
-                }
-            });
-        }
-        let mut broker = Broker {
-            child,
+        let broker = Broker {
+            child: launch_tansu(&dir, port),
             addr: format!("127.0.0.1:{port}"),
             dir,
         };
-        let ready = rx.recv_timeout(Duration::from_secs(60)).is_ok();
-        if !ready || matches!(broker.child.try_wait(), Ok(Some(_))) {
-            let log = std::fs::read_to_string(broker.dir.join("broker.log")).unwrap_or_default();
-            panic!("tansu did not become ready:\n{log}");
-        }
         broker.add_header_index();
         broker
+    }
+
+    /// Kills the broker (SIGKILL) and starts it again on the same port and storage.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let port: u16 = self
+            .addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("broker port");
+        // The port can linger briefly after the kill.
+        let mut last = None;
+        for _ in 0..20 {
+            match std::panic::catch_unwind(|| launch_tansu(&self.dir, port)) {
+                Ok(child) => {
+                    self.child = child;
+                    return;
+                }
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        std::panic::resume_unwind(last.expect("a failed start"));
     }
 
     /// tansu 0.6.0 lacks this index; without it every fetch scans all headers.
