@@ -33,6 +33,18 @@ fn assert_no_duplicate_keys(db: &std::path::Path, table: &str, key: &str) {
     assert_eq!(dup[0][0].as_deref(), Some("0"), "duplicate keys in {table}");
 }
 
+/// The transactions table equals the model, once per key, and the sink's offsets cover all
+/// `total` messages of the topic.
+fn assert_loaded_exactly_once(db: &std::path::Path, tx: &Workload, total: i64) {
+    assert_same_rows(&query_text(db, tx.check_query()), &tx.expected());
+    assert_no_duplicate_keys(db, "transactions", "transaction_id");
+    let stored = query_text(
+        db,
+        "SELECT CAST(sum(next_offset) AS VARCHAR) FROM _floe_offsets",
+    );
+    assert_eq!(stored[0][0].as_deref(), Some(total.to_string().as_str()));
+}
+
 /// Every type, TOAST placeholders, a column added mid-stream, deletes with tombstones and
 /// a second table, through the consumer-group protocol: the tables equal the model.
 #[test]
@@ -142,13 +154,7 @@ fn kill_9_loses_nothing_and_duplicates_nothing() {
         floe.log_text()
     );
 
-    assert_same_rows(&query_text(&db, tx.check_query()), &tx.expected());
-    assert_no_duplicate_keys(&db, "transactions", "transaction_id");
-    let stored = query_text(
-        &db,
-        "SELECT CAST(sum(next_offset) AS VARCHAR) FROM _floe_offsets",
-    );
-    assert_eq!(stored[0][0].as_deref(), Some(total.to_string().as_str()));
+    assert_loaded_exactly_once(&db, &tx, total);
 }
 
 /// SIGTERM mid-stream: exit 0, and what the group committed equals what the sink applied.
@@ -227,16 +233,10 @@ fn a_broker_restart_mid_run_loses_nothing() {
         "{}",
         floe.log_text()
     );
-    assert_same_rows(&query_text(&db, tx.check_query()), &tx.expected());
-    assert_no_duplicate_keys(&db, "transactions", "transaction_id");
-    let stored = query_text(
-        &db,
-        "SELECT CAST(sum(next_offset) AS VARCHAR) FROM _floe_offsets",
-    );
     let total: i64 = broker
         .progress("restart", topic)
         .iter()
         .map(|p| p.high)
         .sum();
-    assert_eq!(stored[0][0].as_deref(), Some(total.to_string().as_str()));
+    assert_loaded_exactly_once(&db, &tx, total);
 }

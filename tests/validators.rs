@@ -478,24 +478,7 @@ fn a_row_the_sink_refuses_is_dead_lettered_alone() {
     let db = dir.join("floe.duckdb");
     let topic = "dbserver1.public.things";
     broker.create_topic(topic, 1);
-    let thing = |id: i64, x: serde_json::Value| {
-        let value = serde_json::json!({
-            "before": null, "after": {"id": id, "x": x}, "op": "c",
-            "source": {"table": "things", "lsn": 1000 + id, "ts_ms": 1_767_225_600_000i64},
-        });
-        (format!("{{\"id\":{id}}}"), value.to_string().into_bytes())
-    };
-    let records: Vec<(String, Vec<u8>)> = (1..=200)
-        .map(|id| match id {
-            150 => thing(id, serde_json::json!("not a number")),
-            _ => thing(id, serde_json::json!(id * 10)),
-        })
-        .collect();
-    let raw: Vec<(Option<&str>, Option<&[u8]>)> = records
-        .iter()
-        .map(|(k, v)| (Some(k.as_str()), Some(v.as_slice())))
-        .collect();
-    broker.produce_raw(topic, &raw);
+    let records = produce_things_with_one_refused(&broker, topic);
     let config = write_config(&dir, &broker, topic, "");
     let mut floe = Floe::start_with_config(&config, &[], dir.join("floe.log"));
     broker.wait_fully_committed("floe-validators", topic, LOAD_TIMEOUT);
@@ -506,18 +489,12 @@ fn a_row_the_sink_refuses_is_dead_lettered_alone() {
         floe.log_text()
     );
 
-    let dlq = broker.read_all("floe.dlq");
-    assert_eq!(dlq.len(), 1, "{dlq:?}");
-    assert_eq!(dlq[0].header("floe.category"), "sink_permanent");
-    assert_eq!(dlq[0].header("floe.table"), "things");
-    assert_eq!(dlq[0].header("floe.source.offset"), "149");
-    assert_eq!(dlq[0].value.as_deref(), Some(records[149].1.as_slice()));
+    let reason = assert_only_the_refused_thing_is_dead_lettered(&broker, &records);
     assert!(
-        dlq[0].header("floe.reason").contains(
+        reason.contains(
             "column \"x\" cannot take the value \"not a number\": it is staged as BIGINT"
         ),
-        "the reason names the column and value: {:?}",
-        dlq[0]
+        "the reason names the column and value: {reason}"
     );
     assert_eq!(
         query_one(&db, "SELECT CAST(count(*) AS VARCHAR) FROM things"),

@@ -528,3 +528,43 @@ pub fn floe_command(args: &[&str], env: &[(&str, String)]) -> (i32, String, Stri
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// 200 payload-only `things` rows (`x` = id × 10), except id 150, whose `x` is the text
+/// "not a number": a value a target column typed from the first rows refuses. Produced to
+/// `topic`; returns the records as produced (key, value).
+pub fn produce_things_with_one_refused(broker: &Broker, topic: &str) -> Vec<(String, Vec<u8>)> {
+    let thing = |id: i64, x: serde_json::Value| {
+        let value = serde_json::json!({
+            "before": null, "after": {"id": id, "x": x}, "op": "c",
+            "source": {"table": "things", "lsn": 1000 + id, "ts_ms": 1_767_225_600_000i64},
+        });
+        (format!("{{\"id\":{id}}}"), value.to_string().into_bytes())
+    };
+    let records: Vec<(String, Vec<u8>)> = (1..=200)
+        .map(|id| match id {
+            150 => thing(id, serde_json::json!("not a number")),
+            _ => thing(id, serde_json::json!(id * 10)),
+        })
+        .collect();
+    let raw: Vec<(Option<&str>, Option<&[u8]>)> = records
+        .iter()
+        .map(|(k, v)| (Some(k.as_str()), Some(v.as_slice())))
+        .collect();
+    broker.produce_raw(topic, &raw);
+    records
+}
+
+/// The DLQ holds exactly the refused `things` row (id 150), byte for byte, with category
+/// `sink_permanent`; returns its reason.
+pub fn assert_only_the_refused_thing_is_dead_lettered(
+    broker: &Broker,
+    records: &[(String, Vec<u8>)],
+) -> String {
+    let dlq = broker.read_all("floe.dlq");
+    assert_eq!(dlq.len(), 1, "{dlq:?}");
+    assert_eq!(dlq[0].header("floe.category"), "sink_permanent");
+    assert_eq!(dlq[0].header("floe.table"), "things");
+    assert_eq!(dlq[0].header("floe.source.offset"), "149");
+    assert_eq!(dlq[0].value.as_deref(), Some(records[149].1.as_slice()));
+    dlq[0].header("floe.reason").to_string()
+}

@@ -375,32 +375,23 @@ fn check_reports_a_refused_row_and_changes_nothing() {
 #[test]
 fn after_a_refused_batch_the_culprit_alone_is_refused() {
     let mut sink = DuckDbSink::open(&temp_db("refused"), false).unwrap();
-    let text_schema = Arc::new(TableSchema {
-        columns: vec![
-            Column {
-                name: "id".into(),
-                ty: ColumnType::Int64,
-            },
-            Column {
-                name: "x".into(),
-                ty: ColumnType::Text,
-            },
-        ],
-        key: vec![0],
-    });
-    let int_schema = Arc::new(TableSchema {
-        columns: vec![
-            Column {
-                name: "id".into(),
-                ty: ColumnType::Int64,
-            },
-            Column {
-                name: "x".into(),
-                ty: ColumnType::Int64,
-            },
-        ],
-        key: vec![0],
-    });
+    let schema_with_x = |ty: ColumnType| {
+        Arc::new(TableSchema {
+            columns: vec![
+                Column {
+                    name: "id".into(),
+                    ty: ColumnType::Int64,
+                },
+                Column {
+                    name: "x".into(),
+                    ty,
+                },
+            ],
+            key: vec![0],
+        })
+    };
+    let text_schema = schema_with_x(ColumnType::Text);
+    let int_schema = schema_with_x(ColumnType::Int64);
     let row = |id: i64, schema: &Arc<TableSchema>, x: Value| RowChange {
         table: "things".into(),
         op: Op::Insert,
