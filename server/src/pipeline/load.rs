@@ -1,7 +1,7 @@
-//! The load stage, on its own thread: validates a batch's staged changes, writes its dead
-//! letters, applies it to the sink (setting aside rows the sink refuses permanently), and
-//! reports the flush. Guest code runs here, never on
-//! the async runtime's workers.
+//! The load stage, one thread per sink: validates a batch's staged changes, writes its
+//! dead letters, applies it to the sink (setting aside rows the sink refuses, retrying the
+//! rest with backoff behind the sink's breaker), and reports the flush. Guest code runs
+//! here, never on the async runtime's workers.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc};

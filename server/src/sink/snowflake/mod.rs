@@ -221,6 +221,34 @@ impl SnowflakeSink {
 
 impl Sink for SnowflakeSink {
     fn apply(&mut self, batch: &Batch) -> Result<ApplyCounts, SinkError> {
+        let result = self.apply_batch(batch);
+        if result.is_err() {
+            // The target may have changed under a failed statement: read columns again.
+            self.tables.clear();
+        }
+        result
+    }
+
+    fn check(&mut self, table: &str, rows: &TableBatch) -> Result<(), SinkError> {
+        let prepared = self.prepare(0, table, rows)?;
+        self.in_transaction(false, |sink| sink.merge(table, &prepared).map(|_| ()))
+    }
+
+    fn stored_offsets(&mut self) -> Result<StoredOffsets, SinkError> {
+        read_offsets(&mut self.client)
+    }
+
+    fn offset_reader(&self) -> Result<Box<dyn OffsetReader>, SinkError> {
+        Ok(Box::new(SnowflakeOffsetReader(Mutex::new(
+            self.client.another()?,
+        ))))
+    }
+}
+
+impl SnowflakeSink {
+    /// Creates tables and stages every table's rows, then applies the truncates, MERGEs
+    /// and offsets in one transaction.
+    fn apply_batch(&mut self, batch: &Batch) -> Result<ApplyCounts, SinkError> {
         let mut prepared = Vec::new();
         for (index, (table, rows)) in batch.tables.iter().enumerate() {
             prepared.push((table, self.prepare(index, table, rows)?));
@@ -247,21 +275,6 @@ impl Sink for SnowflakeSink {
             sink.store_offsets(batch)?;
             Ok(total)
         })
-    }
-
-    fn check(&mut self, table: &str, rows: &TableBatch) -> Result<(), SinkError> {
-        let prepared = self.prepare(0, table, rows)?;
-        self.in_transaction(false, |sink| sink.merge(table, &prepared).map(|_| ()))
-    }
-
-    fn stored_offsets(&mut self) -> Result<StoredOffsets, SinkError> {
-        read_offsets(&mut self.client)
-    }
-
-    fn offset_reader(&self) -> Result<Box<dyn OffsetReader>, SinkError> {
-        Ok(Box::new(SnowflakeOffsetReader(Mutex::new(
-            self.client.another()?,
-        ))))
     }
 }
 
