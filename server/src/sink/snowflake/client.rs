@@ -70,7 +70,7 @@ pub fn classify(e: SnowflakeApiError) -> SinkError {
     let lower = message.to_lowercase();
     let mentions = |words: &[&str]| words.iter().any(|w| lower.contains(w));
     if code.starts_with("390")
-        || matches!(code.as_str(), "000604" | "000625" | "000630")
+        || matches!(code.as_str(), "000603" | "000604" | "000625" | "000630")
         || mentions(&["lock", "timeout", "timed out", "throttl", "try again"])
     {
         SinkError::Transient(text)

@@ -333,4 +333,48 @@ mod tests {
             "ARRAY"
         );
     }
+
+    #[test]
+    fn staged_documents_split_at_the_limit_and_never_hold_a_dollar() {
+        use crate::batch::Batch;
+        use crate::change::{RowChange, SourcePosition, TableSchema};
+        use std::sync::Arc;
+        let schema = Arc::new(TableSchema {
+            columns: vec![
+                Column {
+                    name: "id".into(),
+                    ty: ColumnType::Int64,
+                },
+                Column {
+                    name: "note".into(),
+                    ty: ColumnType::Text,
+                },
+            ],
+            key: vec![0],
+        });
+        let topic: Arc<str> = Arc::from("t");
+        let mut batch = Batch::default();
+        for id in 0..50 {
+            let change = RowChange {
+                table: Arc::from("t"),
+                op: Op::Insert,
+                schema: schema.clone(),
+                values: vec![Value::Int(id), Value::Text(format!("$${id}$ 'x' \\"))],
+                source: SourcePosition::default(),
+            };
+            batch.add_row(change, &topic, 0, id);
+        }
+        let table = &batch.tables["t"];
+        let staged = stage_rows(&table.columns(), table, 300);
+        assert!(staged.documents.len() > 5, "{}", staged.documents.len());
+        assert!(staged.documents.iter().all(|d| d.len() <= 300));
+        assert!(staged.documents.iter().all(|d| !d.contains('$')));
+        let rows: usize = staged
+            .documents
+            .iter()
+            .map(|d| serde_json::from_str::<Vec<Json>>(d).map_or(0, |v| v.len()))
+            .sum();
+        assert_eq!(rows, 50, "every row is in exactly one document");
+        assert_eq!(staged.upserts, 50);
+    }
 }
