@@ -36,6 +36,7 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     pub dlq: DlqConfig,
     pub wasm: WasmConfig,
+    pub admin: AdminConfig,
     /// Per-table routes: validator, target table, key columns and sandbox limits.
     pub routes: Vec<RouteConfig>,
 }
@@ -291,6 +292,34 @@ impl Default for WasmConfig {
     }
 }
 
+/// The admin API (tenants, keys, validator uploads).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// `host:port` to serve on; empty: no admin API.
+    pub listen: String,
+    /// Where the control plane keeps tenants, key hashes and uploaded components.
+    pub dir: PathBuf,
+    /// Environment variable holding the operator key…
+    pub operator_key_env: String,
+    /// …or a file holding it. Without either, tenants cannot be created.
+    pub operator_key_file: Option<PathBuf>,
+    /// Largest component an upload may carry.
+    pub max_component_mib: u64,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: String::new(),
+            dir: PathBuf::from("floe-control"),
+            operator_key_env: "FLOE_OPERATOR_KEY".into(),
+            operator_key_file: None,
+            max_component_mib: 16,
+        }
+    }
+}
+
 /// How the changes of one source table are validated and where they land.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -379,6 +408,8 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("FLOE_DLQ_TOPIC", "dlq.topic"),
     ("FLOE_DLQ_ACK_TIMEOUT_MS", "dlq.ack_timeout_ms"),
     ("FLOE_WASM_CACHE_DIR", "wasm.cache_dir"),
+    ("FLOE_ADMIN_LISTEN", "admin.listen"),
+    ("FLOE_ADMIN_DIR", "admin.dir"),
 ];
 
 fn kind_of(path: &str) -> Kind {

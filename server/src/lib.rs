@@ -3,10 +3,12 @@
 //! Data flows one way: [`source`] → [`debezium`] → [`transform`] → [`batch`] → [`sink`] →
 //! commit, wired together by [`pipeline`].
 
+pub mod admin;
 pub mod batch;
 pub mod change;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod debezium;
 pub mod dlq;
 pub mod generate;

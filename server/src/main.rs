@@ -25,8 +25,7 @@ fn main() -> anyhow::Result<()> {
         Command::Run { config } => {
             let config = Config::load(config.as_deref())?;
             let stats = Arc::new(Stats::default());
-            runtime.block_on(floe::pipeline::run(config, stats, shutdown_signal()))?;
-            Ok(())
+            runtime.block_on(run(config, stats))
         }
         Command::Generate {
             brokers,
@@ -163,6 +162,35 @@ fn query(path: &std::path::Path, sql: &str) -> anyhow::Result<()> {
         println!("{}", values.join(" | "));
     }
     Ok(())
+}
+
+/// The pipeline, and the admin API beside it when `admin.listen` is set; SIGTERM/SIGINT
+/// stops both.
+async fn run(config: Config, stats: Arc<Stats>) -> anyhow::Result<()> {
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let admin = if config.admin.listen.is_empty() {
+        None
+    } else {
+        let state = floe::admin::AdminState::from_config(&config.admin, &config.wasm.cache_dir)?;
+        let listener = tokio::net::TcpListener::bind(&config.admin.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.admin.listen))?;
+        tracing::info!(listen = %listener.local_addr()?, "admin API listening");
+        let shutdown = until_stopped(stopped.clone());
+        Some(tokio::spawn(floe::admin::run(listener, state, shutdown)))
+    };
+    let result = floe::pipeline::run(config, stats, until_stopped(stopped)).await;
+    if let Some(admin) = admin {
+        admin.abort();
+    }
+    Ok(result?)
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -1,0 +1,378 @@
+//! The admin API: tenants, their keys and their validators over HTTP.
+//!
+//! Every route under `/v1/tenants/{tenant}` takes the tenant's key or the operator key
+//! (`Authorization: Bearer …`); creating and deleting tenants takes the operator key.
+//! Errors are JSON `{"error": {"code", "message"}}` with a stable code.
+
+mod error;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::config::{AdminConfig, SandboxLimits};
+use crate::control::{hash_key, ControlPlane, Tenant};
+use crate::transform::Runtime;
+pub use error::ApiError;
+
+#[derive(Clone)]
+pub struct AdminState {
+    pub control: Arc<ControlPlane>,
+    /// SHA-256 of the operator key; without one, only tenant keys work.
+    pub operator_key_hash: Option<String>,
+    /// Checks uploads: compiles them and matches them against the validator world.
+    pub runtime: Arc<Runtime>,
+    pub limits: SandboxLimits,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(transparent)]
+    Control(#[from] crate::control::ControlError),
+    #[error(transparent)]
+    Wasm(#[from] crate::transform::LoadError),
+    #[error("cannot read the operator key from {path}: {source}")]
+    OperatorKey {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl AdminState {
+    /// The state `floe run` serves: the control plane in `admin.dir`, the operator key
+    /// from its file or variable, uploads checked by an engine caching into `cache_dir`.
+    pub fn from_config(
+        admin: &AdminConfig,
+        cache_dir: &std::path::Path,
+    ) -> Result<Self, AdminError> {
+        let operator_key = match &admin.operator_key_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|source| AdminError::OperatorKey {
+                        path: path.clone(),
+                        source,
+                    })?
+                    .trim()
+                    .to_string(),
+            ),
+            None => std::env::var(&admin.operator_key_env).ok(),
+        };
+        if operator_key.is_none() {
+            tracing::warn!(variable = %admin.operator_key_env, "no operator key: tenants cannot be created");
+        }
+        Ok(Self {
+            control: Arc::new(ControlPlane::open(&admin.dir)?),
+            operator_key_hash: operator_key.filter(|k| !k.is_empty()).map(|k| hash_key(&k)),
+            runtime: Arc::new(Runtime::new(cache_dir, false)?),
+            limits: SandboxLimits {
+                max_component_mib: admin.max_component_mib,
+                ..SandboxLimits::default()
+            },
+        })
+    }
+}
+
+/// Who is calling.
+#[derive(Debug, PartialEq)]
+enum Caller {
+    Operator,
+    Tenant(String),
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+fn caller(state: &AdminState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let key = bearer(headers).ok_or_else(ApiError::unauthorized)?;
+    if state.operator_key_hash.as_deref() == Some(hash_key(key).as_str()) {
+        return Ok(Caller::Operator);
+    }
+    state
+        .control
+        .tenant_of_key(key)
+        .map(Caller::Tenant)
+        .ok_or_else(|| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "unknown API key"))
+}
+
+fn require_operator(state: &AdminState, headers: &HeaderMap) -> Result<(), ApiError> {
+    match caller(state, headers)? {
+        Caller::Operator => Ok(()),
+        Caller::Tenant(_) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this needs the operator key",
+        )),
+    }
+}
+
+/// The caller may act on `tenant`, which exists.
+fn require_tenant(
+    state: &AdminState,
+    headers: &HeaderMap,
+    tenant: &str,
+) -> Result<Tenant, ApiError> {
+    match caller(state, headers)? {
+        Caller::Tenant(own) if own != tenant => Err(ApiError::forbidden()),
+        _ => state.control.tenant(tenant).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "tenant_not_found",
+                format!("tenant {tenant:?} does not exist"),
+            )
+        }),
+    }
+}
+
+pub fn app(state: AdminState) -> Router {
+    let upload_limit = usize::try_from(state.limits.max_component_mib << 20).unwrap_or(usize::MAX);
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/v1/tenants", post(create_tenant).get(list_tenants))
+        .route(
+            "/v1/tenants/{tenant}",
+            get(get_tenant).delete(delete_tenant),
+        )
+        .route("/v1/tenants/{tenant}/keys", post(issue_key))
+        .route("/v1/tenants/{tenant}/validators", get(list_validators))
+        .route(
+            "/v1/tenants/{tenant}/validators/{name}",
+            put(upload_validator)
+                .get(get_validator)
+                .delete(delete_validator)
+                // One byte over the limit is enough to tell an oversized upload.
+                .layer(DefaultBodyLimit::max(upload_limit.saturating_add(1))),
+        )
+        .route(
+            "/v1/tenants/{tenant}/validators/{name}/activate",
+            post(activate),
+        )
+        .route(
+            "/v1/tenants/{tenant}/validators/{name}/rollback",
+            post(rollback),
+        )
+        .with_state(state)
+}
+
+/// Serves the admin API on `listener` until `shutdown` resolves.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    state: AdminState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewTenant {
+    name: String,
+}
+
+async fn create_tenant(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    body: Result<Json<NewTenant>, axum::extract::rejection::JsonRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    require_operator(&state, &headers)?;
+    let Json(body) =
+        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text()))?;
+    let key = state.control.create_tenant(&body.name)?;
+    tracing::info!(tenant = %body.name, "tenant created");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"tenant": body.name, "api_key": key, "note": "the key is shown once"})),
+    ))
+}
+
+async fn list_tenants(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    require_operator(&state, &headers)?;
+    Ok(Json(json!({"tenants": state.control.tenant_names()})))
+}
+
+fn tenant_view(name: &str, tenant: &Tenant) -> Value {
+    json!({
+        "tenant": name,
+        "keys": tenant.key_hashes.len(),
+        "validators": tenant.validators.keys().collect::<Vec<_>>(),
+    })
+}
+
+async fn get_tenant(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let t = require_tenant(&state, &headers, &tenant)?;
+    Ok(Json(tenant_view(&tenant, &t)))
+}
+
+async fn delete_tenant(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    require_operator(&state, &headers)?;
+    state.control.delete_tenant(&tenant)?;
+    tracing::info!(%tenant, "tenant deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn issue_key(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    require_tenant(&state, &headers, &tenant)?;
+    let key = state.control.issue_key(&tenant)?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"tenant": tenant, "api_key": key, "note": "the key is shown once"})),
+    ))
+}
+
+fn validator_view(name: &str, entry: &crate::control::ValidatorEntry) -> Value {
+    json!({"name": name, "active": entry.active, "versions": entry.versions})
+}
+
+async fn list_validators(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let t = require_tenant(&state, &headers, &tenant)?;
+    let all: Vec<Value> = t
+        .validators
+        .iter()
+        .map(|(n, e)| validator_view(n, e))
+        .collect();
+    Ok(Json(json!({"validators": all})))
+}
+
+async fn get_validator(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Path((tenant, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let t = require_tenant(&state, &headers, &tenant)?;
+    let entry = t
+        .validators
+        .get(&name)
+        .ok_or_else(|| ApiError::from(crate::control::ControlError::NoValidator(name.clone())))?;
+    Ok(Json(validator_view(&name, entry)))
+}
+
+/// Stores a new version after checking it: a WebAssembly component, within the size
+/// limit, implementing the validator world, importing nothing outside the sandbox.
+async fn upload_validator(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Path((tenant, name)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    require_tenant(&state, &headers, &tenant)?;
+    crate::control::check_name("validator", &name)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if content_type != "application/wasm" {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("a validator is uploaded as application/wasm, not {content_type:?}"),
+        ));
+    }
+    let limit = state.limits.max_component_mib << 20;
+    let bytes = body.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "component_too_large",
+            format!("a component may have at most {limit} bytes"),
+        )
+    })?;
+    let check = {
+        let state = state.clone();
+        let bytes = bytes.clone();
+        let name = name.clone();
+        // Compiling is CPU work: off the async workers.
+        tokio::task::spawn_blocking(move || {
+            state.runtime.load(&name, &bytes, &state.limits).map(|_| ())
+        })
+    };
+    match check.await {
+        Ok(result) => result?,
+        Err(e) => {
+            tracing::error!(error = %e, "validator check panicked");
+            return Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the component could not be checked",
+            ));
+        }
+    }
+    let version = state.control.add_version(&tenant, &name, &bytes)?;
+    tracing::info!(%tenant, validator = %name, version = version.version, hash = %version.hash, "validator uploaded");
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"name": name, "version": version})),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Activation {
+    version: u32,
+}
+
+async fn activate(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Path((tenant, name)): Path<(String, String)>,
+    body: Result<Json<Activation>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    require_tenant(&state, &headers, &tenant)?;
+    let Json(body) =
+        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text()))?;
+    state.control.activate(&tenant, &name, body.version)?;
+    tracing::info!(%tenant, validator = %name, version = body.version, "validator activated");
+    Ok(Json(json!({"name": name, "active": body.version})))
+}
+
+async fn rollback(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Path((tenant, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    require_tenant(&state, &headers, &tenant)?;
+    let active = state.control.rollback(&tenant, &name)?;
+    tracing::info!(%tenant, validator = %name, version = active, "validator rolled back");
+    Ok(Json(json!({"name": name, "active": active})))
+}
+
+async fn delete_validator(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Path((tenant, name)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    require_tenant(&state, &headers, &tenant)?;
+    state.control.delete_validator(&tenant, &name)?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,468 @@
+//! The admin API through its router (no socket), with real components and a real
+//! control-plane directory.
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode};
+use floe::admin::{app, AdminState};
+use floe::config::SandboxLimits;
+use floe::control::{hash_key, ControlPlane};
+use floe::transform::Runtime;
+use floe_e2e::*;
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceExt;
+
+const OPERATOR: &str = "operator-secret";
+
+/// An empty WebAssembly component: valid, but it implements no world.
+const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\x00\x01\x00";
+
+struct Api {
+    state: AdminState,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Api {
+    fn new(dir: &Path) -> Api {
+        let state = AdminState {
+            control: Arc::new(ControlPlane::open(&dir.join("control")).expect("control plane")),
+            operator_key_hash: Some(hash_key(OPERATOR)),
+            runtime: Arc::new(Runtime::new(&dir.join("wasm-cache"), false).expect("runtime")),
+            limits: SandboxLimits {
+                max_component_mib: 1,
+                ..SandboxLimits::default()
+            },
+        };
+        Api {
+            state,
+            runtime: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()
+                .expect("runtime"),
+        }
+    }
+
+    fn call(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        content_type: &str,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let mut request = Request::builder().method(method).uri(path);
+        if let Some(key) = key {
+            request = request.header("authorization", format!("Bearer {key}"));
+        }
+        if !content_type.is_empty() {
+            request = request.header("content-type", content_type);
+        }
+        let request = request.body(Body::from(body)).expect("request");
+        self.runtime.block_on(async {
+            let response = app(self.state.clone())
+                .oneshot(request)
+                .await
+                .expect("response");
+            let status = response.status();
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes();
+            let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            (status, value)
+        })
+    }
+
+    fn json(
+        &self,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Value,
+    ) -> (StatusCode, Value) {
+        self.call(
+            method,
+            path,
+            key,
+            "application/json",
+            body.to_string().into_bytes(),
+        )
+    }
+
+    fn upload(&self, path: &str, key: &str, bytes: Vec<u8>) -> (StatusCode, Value) {
+        self.call(Method::PUT, path, Some(key), "application/wasm", bytes)
+    }
+
+    fn create_tenant(&self, name: &str) -> String {
+        let (status, body) = self.json(
+            Method::POST,
+            "/v1/tenants",
+            Some(OPERATOR),
+            json!({"name": name}),
+        );
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["api_key"].as_str().expect("key").to_string()
+    }
+}
+
+fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("")
+}
+
+fn read(path: std::path::PathBuf) -> Vec<u8> {
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Each bad upload is refused with its own code and a message naming the problem, and
+/// nothing is stored.
+#[test]
+fn bad_uploads_are_refused_with_their_own_error_and_nothing_is_stored() {
+    let dir = scratch_dir("admin-uploads");
+    let api = Api::new(&dir);
+    let key = api.create_tenant("acme");
+    let path = "/v1/tenants/acme/validators/orders";
+
+    let (status, body) = api.upload(path, &key, b"MZ this is not wasm".to_vec());
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_component"),
+        "{body}"
+    );
+
+    let (status, body) = api.upload(path, &key, vec![0u8; (1 << 20) + 10]);
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "component_too_large"),
+        "{body}"
+    );
+
+    let (status, body) = api.upload(path, &key, read(guest("reads-files")));
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "forbidden_import"),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("wasi:filesystem"),
+        "{body}"
+    );
+
+    let (status, body) = api.upload(path, &key, EMPTY_COMPONENT.to_vec());
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "wrong_world"),
+        "{body}"
+    );
+
+    let (status, body) = api.call(
+        Method::PUT,
+        path,
+        Some(&key),
+        "application/json",
+        read(guest("transactions-validator")),
+    );
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+        "{body}"
+    );
+
+    let (status, body) = api.call(
+        Method::GET,
+        "/v1/tenants/acme/validators",
+        Some(&key),
+        "",
+        Vec::new(),
+    );
+    assert_eq!((status, body), (StatusCode::OK, json!({"validators": []})));
+    let stored = std::fs::read_dir(dir.join("control/components"))
+        .expect("components dir")
+        .count();
+    assert_eq!(stored, 0, "no refused component is stored");
+}
+
+/// Upload two versions, activate each, roll back; the state survives a reopen.
+#[test]
+fn versions_activate_roll_back_and_survive_a_restart() {
+    let dir = scratch_dir("admin-lifecycle");
+    let api = Api::new(&dir);
+    let key = api.create_tenant("acme");
+    let path = "/v1/tenants/acme/validators/orders";
+    let v1 = read(guest("transactions-validator"));
+    let v2 = read(guest("transactions-validator-chargebacks"));
+
+    let (status, body) = api.upload(path, &key, v1.clone());
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(body["version"]["version"], 1);
+    assert_eq!(body["version"]["size"], v1.len());
+    let (status, body) = api.upload(path, &key, v2);
+    assert_eq!(
+        (status, &body["version"]["version"]),
+        (StatusCode::CREATED, &json!(2)),
+        "{body}"
+    );
+
+    let activate = |version: u32| {
+        api.json(
+            Method::POST,
+            &format!("{path}/activate"),
+            Some(&key),
+            json!({"version": version}),
+        )
+    };
+    assert_eq!(activate(1).0, StatusCode::OK);
+    assert_eq!(activate(2).1["active"], 2);
+    let (status, body) = activate(7);
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::NOT_FOUND, "version_not_found")
+    );
+
+    let rollback = || {
+        api.json(
+            Method::POST,
+            &format!("{path}/rollback"),
+            Some(&key),
+            json!({}),
+        )
+    };
+    assert_eq!(rollback().1["active"], 1);
+    let (status, body) = rollback();
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::CONFLICT, "nothing_to_roll_back")
+    );
+
+    let (_, listed) = api.call(Method::GET, path, Some(&key), "", Vec::new());
+    assert_eq!(listed["active"], 1);
+    assert_eq!(listed["versions"].as_array().map(Vec::len), Some(2));
+
+    let reopened = Api::new(&dir);
+    let (status, again) = reopened.call(Method::GET, path, Some(&key), "", Vec::new());
+    assert_eq!(
+        (status, &again),
+        (StatusCode::OK, &listed),
+        "the state survives a restart"
+    );
+    let hash = listed["versions"][0]["hash"].as_str().expect("hash");
+    assert_eq!(
+        read(dir.join(format!("control/components/{hash}.wasm"))),
+        v1,
+        "stored by content"
+    );
+}
+
+/// Every tenant route refuses a request without a key, with an unknown key, and with
+/// another tenant's key; operator routes refuse tenant keys.
+#[test]
+fn every_route_refuses_no_key_a_wrong_key_and_another_tenants_key() {
+    let dir = scratch_dir("admin-auth");
+    let api = Api::new(&dir);
+    let a = api.create_tenant("tenant-a");
+    let b = api.create_tenant("tenant-b");
+    let (status, _) = api.upload(
+        "/v1/tenants/tenant-a/validators/v",
+        &a,
+        read(guest("transactions-validator")),
+    );
+    assert_eq!(status, StatusCode::CREATED);
+
+    let wasm = read(guest("transactions-validator"));
+    let tenant_routes: Vec<(Method, &str, &str, Vec<u8>)> = vec![
+        (Method::GET, "/v1/tenants/tenant-a", "", Vec::new()),
+        (Method::POST, "/v1/tenants/tenant-a/keys", "", Vec::new()),
+        (
+            Method::GET,
+            "/v1/tenants/tenant-a/validators",
+            "",
+            Vec::new(),
+        ),
+        (
+            Method::PUT,
+            "/v1/tenants/tenant-a/validators/v",
+            "application/wasm",
+            wasm,
+        ),
+        (
+            Method::GET,
+            "/v1/tenants/tenant-a/validators/v",
+            "",
+            Vec::new(),
+        ),
+        (
+            Method::POST,
+            "/v1/tenants/tenant-a/validators/v/activate",
+            "application/json",
+            br#"{"version":1}"#.to_vec(),
+        ),
+        (
+            Method::POST,
+            "/v1/tenants/tenant-a/validators/v/rollback",
+            "",
+            Vec::new(),
+        ),
+        (
+            Method::DELETE,
+            "/v1/tenants/tenant-a/validators/v",
+            "",
+            Vec::new(),
+        ),
+    ];
+    for (method, path, content_type, body) in &tenant_routes {
+        let call =
+            |key: Option<&str>| api.call(method.clone(), path, key, content_type, body.clone());
+        let (status, answer) = call(None);
+        assert_eq!(
+            (status, code(&answer)),
+            (StatusCode::UNAUTHORIZED, "unauthorized"),
+            "{method} {path} without a key"
+        );
+        let (status, _) = call(Some("floe_not-a-key"));
+        assert_eq!(
+            status,
+            StatusCode::UNAUTHORIZED,
+            "{method} {path} with a wrong key"
+        );
+        let (status, answer) = call(Some(&b));
+        assert_eq!(
+            (status, code(&answer)),
+            (StatusCode::FORBIDDEN, "forbidden"),
+            "{method} {path} with another tenant's key"
+        );
+    }
+    let operator_routes: Vec<(Method, &str, Value)> = vec![
+        (Method::POST, "/v1/tenants", json!({"name": "tenant-c"})),
+        (Method::GET, "/v1/tenants", json!({})),
+        (Method::DELETE, "/v1/tenants/tenant-b", json!({})),
+    ];
+    for (method, path, body) in &operator_routes {
+        for key in [None, Some("floe_not-a-key")] {
+            let (status, _) = api.json(method.clone(), path, key, body.clone());
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{method} {path} with {key:?}"
+            );
+        }
+        let (status, _) = api.json(method.clone(), path, Some(&a), body.clone());
+        assert_eq!(
+            status,
+            StatusCode::FORBIDDEN,
+            "{method} {path} with a tenant key"
+        );
+    }
+    // Nothing above changed tenant-a's validator; its own key and the operator key work.
+    let (status, own) = api.call(
+        Method::GET,
+        "/v1/tenants/tenant-a/validators/v",
+        Some(&a),
+        "",
+        Vec::new(),
+    );
+    assert_eq!(
+        (
+            status,
+            own["active"].clone(),
+            own["versions"].as_array().map(Vec::len)
+        ),
+        (StatusCode::OK, Value::Null, Some(1))
+    );
+    let (status, _) = api.call(
+        Method::GET,
+        "/v1/tenants/tenant-a/validators/v",
+        Some(OPERATOR),
+        "",
+        Vec::new(),
+    );
+    assert_eq!(status, StatusCode::OK);
+    let keys = dir.join("control/state.json");
+    let state = std::fs::read_to_string(keys).expect("state");
+    assert!(
+        !state.contains(&a) && !state.contains(&b),
+        "keys are stored only as hashes"
+    );
+}
+
+/// `floe run` with `admin.listen` serves the API over real HTTP beside the pipeline and
+/// stops it on SIGTERM.
+#[test]
+fn floe_run_serves_the_admin_api() {
+    let broker = Broker::start("admin-http");
+    let dir = scratch_dir("admin-http");
+    let topic = "dbserver1.public.transactions";
+    broker.create_topic(topic, 1);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let env = vec![
+        ("FLOE_KAFKA_BROKERS", broker.addr.clone()),
+        ("FLOE_KAFKA_TOPICS", topic.to_string()),
+        ("FLOE_KAFKA_ASSIGNMENT", "all".to_string()),
+        (
+            "FLOE_DUCKDB_PATH",
+            dir.join("floe.duckdb").display().to_string(),
+        ),
+        (
+            "FLOE_WASM_CACHE_DIR",
+            dir.join("wasm-cache").display().to_string(),
+        ),
+        ("FLOE_ADMIN_LISTEN", addr.clone()),
+        ("FLOE_ADMIN_DIR", dir.join("control").display().to_string()),
+        ("FLOE_OPERATOR_KEY", OPERATOR.to_string()),
+    ];
+    let mut floe = Floe::start(&env, dir.join("floe.log"));
+    let health = wait_for("the admin API", Duration::from_secs(60), || {
+        http(&addr, "GET", "/healthz", &[], b"").ok()
+    });
+    assert_eq!(health.0, 200, "{health:?}");
+
+    let operator = format!("Bearer {OPERATOR}");
+    let (status, created) = http(
+        &addr,
+        "POST",
+        "/v1/tenants",
+        &[
+            ("authorization", &operator),
+            ("content-type", "application/json"),
+        ],
+        br#"{"name":"acme"}"#,
+    )
+    .expect("create tenant");
+    assert_eq!(status, 201, "{created}");
+    let created: Value = serde_json::from_str(&created).expect("json");
+    let key = format!("Bearer {}", created["api_key"].as_str().expect("key"));
+    let (status, uploaded) = http(
+        &addr,
+        "PUT",
+        "/v1/tenants/acme/validators/orders",
+        &[
+            ("authorization", &key),
+            ("content-type", "application/wasm"),
+        ],
+        &read(guest("transactions-validator")),
+    )
+    .expect("upload");
+    assert_eq!(status, 201, "{uploaded}");
+    let (status, refused) =
+        http(&addr, "GET", "/v1/tenants", &[("authorization", &key)], b"").expect("list");
+    assert_eq!(status, 403, "{refused}");
+    assert!(refused.contains("\"code\":\"forbidden\""), "{refused}");
+
+    assert_eq!(
+        floe.terminate(Duration::from_secs(30)),
+        0,
+        "{}",
+        floe.log_text()
+    );
+    assert!(
+        http(&addr, "GET", "/healthz", &[], b"").is_err(),
+        "the API stops with floe"
+    );
+}
