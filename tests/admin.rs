@@ -16,6 +16,7 @@ use std::time::Duration;
 use tower::ServiceExt;
 
 const OPERATOR: &str = "operator-secret";
+const LOAD_TIMEOUT: Duration = Duration::from_secs(240);
 
 /// An empty WebAssembly component: valid, but it implements no world.
 const EMPTY_COMPONENT: &[u8] = b"\0asm\x0d\x00\x01\x00";
@@ -464,5 +465,160 @@ fn floe_run_serves_the_admin_api() {
     assert!(
         http(&addr, "GET", "/healthz", &[], b"").is_err(),
         "the API stops with floe"
+    );
+}
+
+/// The whole lifecycle over HTTP with data flowing: create a tenant, upload, activate,
+/// route a table through it, then upload v2, activate it, roll back — each takes effect
+/// in the running pipeline without a restart, and the DLQ headers name the version used.
+#[test]
+fn validator_versions_swap_in_a_running_pipeline() {
+    let broker = Broker::start("admin-swap");
+    let dir = scratch_dir("admin-swap");
+    let topic = "dbserver1.public.transactions";
+    broker.create_topic(topic, 1);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let env = vec![
+        ("FLOE_KAFKA_BROKERS", broker.addr.clone()),
+        ("FLOE_KAFKA_TOPICS", topic.to_string()),
+        ("FLOE_KAFKA_GROUP", "admin-swap".to_string()),
+        ("FLOE_KAFKA_ASSIGNMENT", "all".to_string()),
+        ("FLOE_BATCH_MAX_AGE_MS", "100".to_string()),
+        (
+            "FLOE_DUCKDB_PATH",
+            dir.join("floe.duckdb").display().to_string(),
+        ),
+        (
+            "FLOE_WASM_CACHE_DIR",
+            dir.join("wasm-cache").display().to_string(),
+        ),
+        ("FLOE_ADMIN_LISTEN", addr.clone()),
+        ("FLOE_ADMIN_DIR", dir.join("control").display().to_string()),
+        ("FLOE_OPERATOR_KEY", OPERATOR.to_string()),
+    ];
+    let mut floe = Floe::start(&env, dir.join("floe.log"));
+    wait_for("the admin API", Duration::from_secs(60), || {
+        http(&addr, "GET", "/healthz", &[], b"").ok()
+    });
+    let call = |method: &str, path: &str, key: &str, content_type: &str, body: &[u8]| {
+        let auth = format!("Bearer {key}");
+        let (status, text) = http(
+            &addr,
+            method,
+            path,
+            &[("authorization", &auth), ("content-type", content_type)],
+            body,
+        )
+        .expect("request");
+        (
+            status,
+            serde_json::from_str::<Value>(&text).unwrap_or(Value::Null),
+        )
+    };
+    let (status, created) = call(
+        "POST",
+        "/v1/tenants",
+        OPERATOR,
+        "application/json",
+        br#"{"name":"acme"}"#,
+    );
+    assert_eq!(status, 201, "{created}");
+    let key = created["api_key"].as_str().expect("key").to_string();
+    let validator = "/v1/tenants/acme/validators/orders";
+    let loads = || floe.log_text().matches("routes loaded").count();
+    // Each control-plane change is followed by a reload of the pipeline's routes.
+    let change = |method: &str, path: &str, content_type: &str, body: &[u8]| {
+        let before = loads();
+        let (status, answer) = call(method, path, &key, content_type, body);
+        assert!(status < 300, "{method} {path}: {status} {answer}");
+        wait_for(
+            "the pipeline to reload its routes",
+            Duration::from_secs(30),
+            || (loads() > before).then_some(()),
+        );
+    };
+
+    change(
+        "PUT",
+        validator,
+        "application/wasm",
+        &read(guest("transactions-validator")),
+    );
+    change(
+        "POST",
+        &format!("{validator}/activate"),
+        "application/json",
+        br#"{"version":1}"#,
+    );
+    change(
+        "PUT",
+        "/v1/tenants/acme/routes/transactions",
+        "application/json",
+        br#"{"validator":"orders"}"#,
+    );
+    let mut tx = Workload::new(Profile::Transactions, 300, 9000, 71).with_invalid_percent(10);
+    broker.produce(topic, &mut tx, 3000);
+    broker.wait_fully_committed("admin-swap", topic, LOAD_TIMEOUT);
+    let phase_one = broker.read_all("floe.dlq").len();
+
+    change(
+        "PUT",
+        validator,
+        "application/wasm",
+        &read(guest("transactions-validator-chargebacks")),
+    );
+    change(
+        "POST",
+        &format!("{validator}/activate"),
+        "application/json",
+        br#"{"version":2}"#,
+    );
+    broker.produce(topic, &mut tx, 3000);
+    broker.wait_fully_committed("admin-swap", topic, LOAD_TIMEOUT);
+    let phase_two = broker.read_all("floe.dlq").len();
+
+    change(
+        "POST",
+        &format!("{validator}/rollback"),
+        "application/json",
+        b"{}",
+    );
+    broker.produce(topic, &mut tx, 3000);
+    broker.wait_fully_committed("admin-swap", topic, LOAD_TIMEOUT);
+    assert_eq!(
+        floe.terminate(Duration::from_secs(30)),
+        0,
+        "{}",
+        floe.log_text()
+    );
+
+    let dlq = broker.read_all("floe.dlq");
+    let codes = |letters: &[TopicRecord], version: &str| -> Vec<String> {
+        letters
+            .iter()
+            .map(|l| {
+                assert_eq!(
+                    l.header("floe.validator"),
+                    format!("acme/orders@{version}"),
+                    "{l:?}"
+                );
+                l.header("floe.code").to_string()
+            })
+            .collect()
+    };
+    let one = codes(&dlq[..phase_one], "v1");
+    let two = codes(&dlq[phase_one..phase_two], "v2");
+    let three = codes(&dlq[phase_two..], "v1");
+    assert!(
+        one.iter().any(|c| c == "status_unknown") && one.iter().any(|c| c == "amount_negative"),
+        "{one:?}"
+    );
+    assert!(
+        !two.is_empty() && two.iter().all(|c| c == "amount_negative"),
+        "v2 accepts chargebacks: {two:?}"
+    );
+    assert!(
+        three.iter().any(|c| c == "status_unknown"),
+        "the rollback brings v1 back: {three:?}"
     );
 }

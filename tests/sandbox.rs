@@ -15,6 +15,7 @@ fn route_for(table: &str, guest_name: &str) -> RouteConfig {
         target: None,
         key: None,
         limits: SandboxLimits::default(),
+        name: None,
     }
 }
 

@@ -337,6 +337,10 @@ pub struct RouteConfig {
     pub key: Option<Vec<String>>,
     #[serde(default)]
     pub limits: SandboxLimits,
+    /// The validator's name in logs and DLQ headers (set for routes of the control plane;
+    /// file routes are named after the file).
+    #[serde(skip)]
+    pub name: Option<String>,
 }
 
 /// What one validator may use.

@@ -22,8 +22,29 @@ pub enum ControlError {
     NoRollback(String),
     #[error("{0}")]
     InvalidName(String),
+    #[error("table {table:?} is already routed by tenant {tenant:?}")]
+    RouteConflict { table: String, tenant: String },
+    #[error("validator {0:?} has no active version: activate one before routing to it")]
+    NotActive(String),
+    #[error("validator {name:?} is used by the route of table {table:?}")]
+    InUse { name: String, table: String },
+    #[error("table {0:?} has no route")]
+    NoRoute(String),
     #[error("cannot store the control-plane state: {0}")]
     Storage(String),
+}
+
+/// Where one source table of a tenant goes.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TenantRoute {
+    /// The tenant's validator; its active version runs.
+    #[serde(default)]
+    pub validator: Option<String>,
+    #[serde(default)]
+    pub target: Option<String>,
+    #[serde(default)]
+    pub key: Option<Vec<String>>,
 }
 
 /// One uploaded version of a validator.
@@ -50,6 +71,9 @@ pub struct Tenant {
     /// SHA-256 of each API key, hex; keys themselves are shown once and never stored.
     pub key_hashes: Vec<String>,
     pub validators: BTreeMap<String, ValidatorEntry>,
+    /// Routes by source table.
+    #[serde(default)]
+    pub routes: BTreeMap<String, TenantRoute>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -60,6 +84,8 @@ struct State {
 pub struct ControlPlane {
     dir: PathBuf,
     state: RwLock<State>,
+    /// Bumped on every change; the pipeline reloads its routes when it moves.
+    generation: tokio::sync::watch::Sender<u64>,
 }
 
 pub fn hash_key(key: &str) -> String {
@@ -102,6 +128,89 @@ impl ControlPlane {
         Ok(Self {
             dir: dir.to_path_buf(),
             state: RwLock::new(state),
+            generation: tokio::sync::watch::Sender::new(0),
+        })
+    }
+
+    /// Resolves each change: a receiver whose value moves on every change.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.generation.subscribe()
+    }
+
+    /// Every tenant route as a pipeline route, its validator at the active version.
+    pub fn route_configs(&self) -> Vec<crate::config::RouteConfig> {
+        self.read(|s| {
+            let mut out = Vec::new();
+            for (tenant_name, tenant) in &s.tenants {
+                for (table, route) in &tenant.routes {
+                    let active = route.validator.as_ref().and_then(|name| {
+                        let entry = tenant.validators.get(name)?;
+                        let version = entry
+                            .versions
+                            .iter()
+                            .find(|v| Some(v.version) == entry.active)?;
+                        Some((name, version))
+                    });
+                    out.push(crate::config::RouteConfig {
+                        table: table.clone(),
+                        validator: active.map(|(_, v)| self.component_path(&v.hash)),
+                        name: active.map(|(n, v)| format!("{tenant_name}/{n}@v{}", v.version)),
+                        target: route.target.clone(),
+                        key: route.key.clone(),
+                        limits: crate::config::SandboxLimits::default(),
+                    });
+                }
+            }
+            out
+        })
+    }
+
+    /// Routes `table` of `tenant`; a table belongs to one tenant, and a route's validator
+    /// must have an active version.
+    pub fn set_route(
+        &self,
+        tenant: &str,
+        table: &str,
+        route: TenantRoute,
+    ) -> Result<(), ControlError> {
+        self.change(|s| {
+            if let Some((owner, _)) = s
+                .tenants
+                .iter()
+                .find(|(n, t)| n.as_str() != tenant && t.routes.contains_key(table))
+            {
+                return Err(ControlError::RouteConflict {
+                    table: table.into(),
+                    tenant: owner.clone(),
+                });
+            }
+            let t = s
+                .tenants
+                .get_mut(tenant)
+                .ok_or_else(|| ControlError::NoTenant(tenant.into()))?;
+            if let Some(name) = &route.validator {
+                let entry = t
+                    .validators
+                    .get(name)
+                    .ok_or_else(|| ControlError::NoValidator(name.clone()))?;
+                if entry.active.is_none() {
+                    return Err(ControlError::NotActive(name.clone()));
+                }
+            }
+            t.routes.insert(table.into(), route);
+            Ok(())
+        })
+    }
+
+    pub fn delete_route(&self, tenant: &str, table: &str) -> Result<(), ControlError> {
+        self.change(|s| {
+            s.tenants
+                .get_mut(tenant)
+                .ok_or_else(|| ControlError::NoTenant(tenant.into()))?
+                .routes
+                .remove(table)
+                .map(|_| ())
+                .ok_or_else(|| ControlError::NoRoute(table.into()))
         })
     }
 
@@ -131,6 +240,7 @@ impl ControlPlane {
             .and_then(|_| std::fs::rename(&tmp, self.dir.join("state.json")))
             .map_err(|e| ControlError::Storage(e.to_string()))?;
         *guard = next;
+        self.generation.send_modify(|g| *g += 1);
         Ok(out)
     }
 
@@ -278,10 +388,21 @@ impl ControlPlane {
 
     pub fn delete_validator(&self, tenant: &str, name: &str) -> Result<(), ControlError> {
         self.change(|s| {
-            s.tenants
+            let t = s
+                .tenants
                 .get_mut(tenant)
-                .ok_or_else(|| ControlError::NoTenant(tenant.into()))?
-                .validators
+                .ok_or_else(|| ControlError::NoTenant(tenant.into()))?;
+            if let Some((table, _)) = t
+                .routes
+                .iter()
+                .find(|(_, r)| r.validator.as_deref() == Some(name))
+            {
+                return Err(ControlError::InUse {
+                    name: name.into(),
+                    table: table.clone(),
+                });
+            }
+            t.validators
                 .remove(name)
                 .map(|_| ())
                 .ok_or_else(|| ControlError::NoValidator(name.into()))

@@ -175,10 +175,12 @@ async fn run(config: Config, stats: Arc<Stats>) -> anyhow::Result<()> {
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
+    let mut control = None;
     let admin = if config.admin.listen.is_empty() {
         None
     } else {
         let state = floe::admin::AdminState::from_config(&config.admin, &config.wasm.cache_dir)?;
+        control = Some(state.control.clone());
         let listener = tokio::net::TcpListener::bind(&config.admin.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.admin.listen))?;
@@ -186,7 +188,7 @@ async fn run(config: Config, stats: Arc<Stats>) -> anyhow::Result<()> {
         let shutdown = until_stopped(stopped.clone());
         Some(tokio::spawn(floe::admin::run(listener, state, shutdown)))
     };
-    let result = floe::pipeline::run(config, stats, until_stopped(stopped)).await;
+    let result = floe::pipeline::run(config, stats, control, until_stopped(stopped)).await;
     if let Some(admin) = admin {
         admin.abort();
     }

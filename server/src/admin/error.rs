@@ -58,6 +58,10 @@ impl From<ControlError> for ApiError {
             E::NoVersion { .. } => (StatusCode::NOT_FOUND, "version_not_found"),
             E::NoRollback(_) => (StatusCode::CONFLICT, "nothing_to_roll_back"),
             E::InvalidName(_) => (StatusCode::BAD_REQUEST, "invalid_name"),
+            E::RouteConflict { .. } => (StatusCode::CONFLICT, "route_conflict"),
+            E::NotActive(_) => (StatusCode::CONFLICT, "validator_not_active"),
+            E::InUse { .. } => (StatusCode::CONFLICT, "validator_in_use"),
+            E::NoRoute(_) => (StatusCode::NOT_FOUND, "route_not_found"),
             E::Storage(detail) => {
                 tracing::error!(error = %detail, "control-plane storage failed");
                 return Self::new(

@@ -18,7 +18,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::config::{AdminConfig, SandboxLimits};
-use crate::control::{hash_key, ControlPlane, Tenant};
+use crate::control::{hash_key, ControlPlane, Tenant, TenantRoute};
 use crate::transform::Runtime;
 pub use error::ApiError;
 
@@ -162,6 +162,11 @@ pub fn app(state: AdminState) -> Router {
         .route(
             "/v1/tenants/{tenant}/validators/{name}/rollback",
             post(rollback),
+        )
+        .route("/v1/tenants/{tenant}/routes", get(list_routes))
+        .route(
+            "/v1/tenants/{tenant}/routes/{table}",
+            put(set_route).delete(delete_route),
         )
         .with_state(state)
 }
@@ -365,6 +370,41 @@ async fn rollback(
     let active = state.control.rollback(&tenant, &name)?;
     tracing::info!(%tenant, validator = %name, version = active, "validator rolled back");
     Ok(Json(json!({"name": name, "active": active})))
+}
+
+async fn list_routes(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let t = require_tenant(&state, &headers, &tenant)?;
+    Ok(Json(json!({"routes": t.routes})))
+}
+
+/// Routes a source table through one of the tenant's validators (its active version);
+/// the running pipeline picks the change up without a restart.
+async fn set_route(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Path((tenant, table)): Path<(String, String)>,
+    body: Result<Json<TenantRoute>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    require_tenant(&state, &headers, &tenant)?;
+    let Json(route) =
+        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text()))?;
+    state.control.set_route(&tenant, &table, route.clone())?;
+    tracing::info!(%tenant, %table, validator = ?route.validator, "route set");
+    Ok(Json(json!({"table": table, "route": route})))
+}
+
+async fn delete_route(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Path((tenant, table)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    require_tenant(&state, &headers, &tenant)?;
+    state.control.delete_route(&tenant, &table)?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn delete_validator(

@@ -16,7 +16,7 @@ use crate::resilience::{Backoff, Breaker};
 use crate::sink::{Sink, SinkError};
 use crate::source::{self, SourceError};
 use crate::telemetry::Stats;
-use crate::transform::{Outcome, Routes};
+use crate::transform::{Outcome, SharedRoutes};
 
 /// Puts one change's outcome into the batch: a row to load, a skip, or a dead letter.
 pub(super) fn absorb(
@@ -61,7 +61,7 @@ pub(super) fn absorb(
 pub(super) struct LoadStage {
     /// Which sink (lane) of the pipeline this stage loads.
     pub lane: usize,
-    pub routes: Arc<Routes>,
+    pub routes: Arc<SharedRoutes>,
     pub dlq: DlqWriter,
     pub stats: Arc<Stats>,
     pub stop: Arc<AtomicBool>,
@@ -231,8 +231,9 @@ impl LoadStage {
     }
 
     fn validate_staged(&self, batch: &mut Batch) {
+        let routes = self.routes.current();
         for (table, staged) in std::mem::take(&mut batch.staged) {
-            let route = self.routes.get(&table);
+            let route = routes.get(&table);
             let Some((route, validator)) = route.and_then(|r| Some((r, r.validator.as_ref()?)))
             else {
                 // Staged only for validated tables; load as-is rather than lose them.

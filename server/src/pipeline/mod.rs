@@ -19,14 +19,15 @@ mod load;
 
 use crate::batch::Batch;
 use crate::change::{Event, KafkaPosition};
-use crate::config::{Assignment, Config, TruncateMode};
+use crate::config::{Assignment, Config, RouteConfig, TruncateMode};
+use crate::control::ControlPlane;
 use crate::debezium::Decoder;
 use crate::dlq::{Category, DeadLetter, DlqError, DlqWriter, Origin};
 use crate::resilience::{Backoff, Breaker};
 use crate::sink::{ApplyCounts, OffsetReader, SinkError, StoredOffsets};
 use crate::source::{self, Source, SourceError};
 use crate::telemetry::Stats;
-use crate::transform::{LoadError, RouteError, Routes, Staged};
+use crate::transform::{LoadError, RouteError, Routes, Runtime, SharedRoutes, Staged};
 use load::{absorb, LoadStage};
 
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +102,7 @@ impl OffsetReader for LaneOffsets {
 pub async fn run(
     config: Config,
     stats: Arc<Stats>,
+    control: Option<Arc<ControlPlane>>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), PipelineError> {
     // The default sink first (lane 0), then the named ones.
@@ -121,8 +123,31 @@ pub async fn run(
     let offsets = LaneOffsets(readers);
     let stored = offsets.stored_offsets()?;
     // The runtime outlives the routes: its ticker drives the validators' deadlines.
-    let wasm_runtime = Routes::runtime_for(&config.routes, &config.wasm.cache_dir)?;
-    let routes = Arc::new(Routes::load(&config.routes, wasm_runtime.as_ref())?);
+    let wasm_runtime = match Routes::runtime_for(&config.routes, &config.wasm.cache_dir)? {
+        None if control.is_some() => Some(Runtime::new(&config.wasm.cache_dir, false)?),
+        runtime => runtime,
+    };
+    let wasm_runtime = wasm_runtime.map(Arc::new);
+    // Subscribed before the first load, so that no change is missed; the first routes
+    // include the control plane's, so no routed table is ever read without its validator.
+    let changes = control.as_ref().map(|c| c.subscribe());
+    let mut all_routes = config.routes.clone();
+    if let Some(control) = &control {
+        all_routes.extend(control.route_configs());
+    }
+    let routes = Arc::new(SharedRoutes::new(Routes::load(
+        &all_routes,
+        wasm_runtime.as_deref(),
+    )?));
+    let reloads = control.zip(changes).map(|(control, changes)| {
+        tokio::spawn(follow_control_plane(
+            control,
+            changes,
+            config.routes.clone(),
+            wasm_runtime.clone(),
+            routes.clone(),
+        ))
+    });
     let kafka = &config.kafka;
     if let Err(e) =
         source::create_topic(&kafka.brokers, &kafka.properties, &config.dlq.topic, 1).await
@@ -230,9 +255,41 @@ pub async fn run(
     for thread in threads {
         let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     }
+    if let Some(reloads) = reloads {
+        reloads.abort();
+    }
     drop(wasm_runtime);
     tracing::info!("{}", stats.line());
     result
+}
+
+/// Keeps the routes in force equal to the configuration's plus the control plane's (with
+/// each validator at its active version), loading them again after every change. Routes
+/// that cannot be loaded are logged and the previous ones stay in force.
+async fn follow_control_plane(
+    control: Arc<ControlPlane>,
+    mut changes: tokio::sync::watch::Receiver<u64>,
+    configured: Vec<RouteConfig>,
+    runtime: Option<Arc<Runtime>>,
+    routes: Arc<SharedRoutes>,
+) {
+    while changes.changed().await.is_ok() {
+        let mut all = configured.clone();
+        all.extend(control.route_configs());
+        let runtime = runtime.clone();
+        let loaded =
+            tokio::task::spawn_blocking(move || Routes::load(&all, runtime.as_deref())).await;
+        match loaded {
+            Ok(Ok(next)) => {
+                routes.replace(next);
+                tracing::info!("routes loaded from the configuration and the control plane");
+            }
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "cannot load the control plane's routes; the previous routes stay")
+            }
+            Err(e) => tracing::error!(error = %e, "route loading stopped"),
+        }
+    }
 }
 
 struct Loop<'a> {
@@ -240,7 +297,7 @@ struct Loop<'a> {
     stats: &'a Stats,
     source: &'a Source,
     decoder: Decoder,
-    routes: &'a Routes,
+    routes: &'a SharedRoutes,
     kafka_breaker: Arc<Breaker>,
     /// Each configured topic (interned) and the lane that loads it.
     lane_of_topic: Vec<(Arc<str>, usize)>,
@@ -466,7 +523,7 @@ impl Loop<'_> {
         };
         Stats::add(&self.stats.decoded, 1);
         match change.event {
-            Event::Row(row) => match self.routes.get(&row.table) {
+            Event::Row(row) => match self.routes.current().get(&row.table) {
                 None => batch.add_row(row, &topic, m.partition(), m.offset()),
                 Some(route) if route.validator.is_some() => {
                     let staged = Staged {
@@ -485,6 +542,7 @@ impl Loop<'_> {
                 TruncateMode::Apply => {
                     let target = self
                         .routes
+                        .current()
                         .get(&table)
                         .and_then(|r| r.target.clone())
                         .unwrap_or_else(|| table.clone());

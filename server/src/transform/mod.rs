@@ -79,10 +79,12 @@ impl Routes {
         for config in configs {
             let validator = match (&config.validator, runtime) {
                 (Some(path), Some(runtime)) => {
-                    let name = path.file_stem().map_or_else(
-                        || config.table.clone(),
-                        |s| s.to_string_lossy().into_owned(),
-                    );
+                    let name = config.name.clone().unwrap_or_else(|| {
+                        path.file_stem().map_or_else(
+                            || config.table.clone(),
+                            |s| s.to_string_lossy().into_owned(),
+                        )
+                    });
                     let v = runtime
                         .load_file(&name, path, &config.limits)
                         .map_err(|source| RouteError::Validator {
@@ -128,6 +130,32 @@ impl Routes {
     /// The validator of `table`, if it has one.
     pub fn validator(&self, table: &str) -> Option<&Arc<Validator>> {
         self.get(table).and_then(|r| r.validator.as_ref())
+    }
+}
+
+/// The routes in force, replaced whole when the control plane changes; a batch keeps the
+/// snapshot it started with, so it finishes on the validator versions it began with.
+#[derive(Default)]
+pub struct SharedRoutes(std::sync::RwLock<Arc<Routes>>);
+
+impl SharedRoutes {
+    pub fn new(routes: Routes) -> Self {
+        Self(std::sync::RwLock::new(Arc::new(routes)))
+    }
+
+    pub fn current(&self) -> Arc<Routes> {
+        match self.0.read() {
+            Ok(r) => r.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn replace(&self, routes: Routes) {
+        let routes = Arc::new(routes);
+        match self.0.write() {
+            Ok(mut r) => *r = routes,
+            Err(poisoned) => *poisoned.into_inner() = routes,
+        }
     }
 }
 
