@@ -622,3 +622,102 @@ fn validator_versions_swap_in_a_running_pipeline() {
         "the rollback brings v1 back: {three:?}"
     );
 }
+
+/// A dry run shows each sample's verdict, the rows that would load and the guest's output,
+/// for a version that need not be active.
+#[test]
+fn dry_run_reports_verdicts_rows_and_guest_output() {
+    let dir = scratch_dir("admin-dry-run");
+    let api = Api::new(&dir);
+    let key = api.create_tenant("acme");
+    let (status, _) = api.upload(
+        "/v1/tenants/acme/validators/orders",
+        &key,
+        read(guest("transactions-validator")),
+    );
+    assert_eq!(status, StatusCode::CREATED);
+
+    let mut workload = Workload::new(Profile::Transactions, 50, 200, 81).with_invalid_percent(30);
+    let records: Vec<_> = (0..60).flat_map(|_| workload.next_records()).collect();
+    let messages: Vec<Value> = records
+        .iter()
+        .map(|r| json!({"key": r.key, "value": r.value}))
+        .collect();
+    let (status, report) = api.json(
+        Method::POST,
+        "/v1/tenants/acme/validators/orders/dry-run",
+        Some(&key),
+        json!({"messages": messages, "version": 1}),
+    );
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["validator"], "acme/orders@v1");
+    let results = report["results"].as_array().expect("results");
+    assert_eq!(
+        results.len(),
+        records.len(),
+        "one result per message: {report}"
+    );
+    let count = |verdict: &str| results.iter().filter(|r| r["verdict"] == verdict).count();
+    assert!(
+        count("accept") > 10 && count("reject") > 0 && count("skip") > 0,
+        "{report}"
+    );
+    let accepted = results
+        .iter()
+        .find(|r| r["verdict"] == "accept")
+        .expect("an accept");
+    assert!(accepted["row"]["transaction_id"].is_number(), "{accepted}");
+    assert!(
+        accepted["row"]["amount"].is_string(),
+        "decimals stay exact text: {accepted}"
+    );
+    let rejected = results
+        .iter()
+        .find(|r| r["verdict"] == "reject")
+        .expect("a reject");
+    assert!(
+        ["status_unknown", "amount_negative"].contains(&rejected["code"].as_str().unwrap_or("")),
+        "{rejected}"
+    );
+
+    // The guest's output comes back with the verdicts.
+    let (status, _) = api.upload(
+        "/v1/tenants/acme/validators/poison",
+        &key,
+        read(guest("poison-trap")),
+    );
+    assert_eq!(status, StatusCode::CREATED);
+    let sample = |id: i64, note: &str| json!({"key": {"id": id}, "value": {"op": "c", "after": {"id": id, "note": note}, "source": {"table": "notes"}}});
+    let (status, report) = api.json(
+        Method::POST,
+        "/v1/tenants/acme/validators/poison/dry-run",
+        Some(&key),
+        json!({"messages": [sample(1, "fine"), sample(2, "poison"), {"key": {"id": 3}, "value": "not json at all"}], "version": 1}),
+    );
+    assert_eq!(status, StatusCode::OK, "{report}");
+    let verdicts: Vec<&str> = report["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .map(|r| r["verdict"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(verdicts, ["accept", "failed", "undecodable"], "{report}");
+    assert_eq!(report["results"][1]["category"], "transform_trap");
+    let output = report["output"].to_string();
+    assert!(
+        output.contains("poisoned record reached the validator"),
+        "{report}"
+    );
+
+    let (status, answer) = api.json(
+        Method::POST,
+        "/v1/tenants/acme/validators/orders/dry-run",
+        Some(&key),
+        json!({"messages": []}),
+    );
+    assert_eq!(
+        (status, code(&answer)),
+        (StatusCode::CONFLICT, "validator_not_active"),
+        "no version given and none active"
+    );
+}

@@ -4,6 +4,7 @@
 //! (`Authorization: Bearer …`); creating and deleting tenants takes the operator key.
 //! Errors are JSON `{"error": {"code", "message"}}` with a stable code.
 
+mod dry_run;
 mod error;
 
 use axum::body::Bytes;
@@ -162,6 +163,10 @@ pub fn app(state: AdminState) -> Router {
         .route(
             "/v1/tenants/{tenant}/validators/{name}/rollback",
             post(rollback),
+        )
+        .route(
+            "/v1/tenants/{tenant}/validators/{name}/dry-run",
+            post(dry_run_validator),
         )
         .route("/v1/tenants/{tenant}/routes", get(list_routes))
         .route(
@@ -370,6 +375,52 @@ async fn rollback(
     let active = state.control.rollback(&tenant, &name)?;
     tracing::info!(%tenant, validator = %name, version = active, "validator rolled back");
     Ok(Json(json!({"name": name, "active": active})))
+}
+
+/// Sample messages through a version (default: the active one): verdicts, the rows that
+/// would load and the guest's output; nothing is written anywhere.
+async fn dry_run_validator(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Path((tenant, name)): Path<(String, String)>,
+    body: Result<Json<dry_run::DryRun>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    use crate::control::ControlError;
+    let t = require_tenant(&state, &headers, &tenant)?;
+    let Json(body) =
+        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text()))?;
+    let entry = t
+        .validators
+        .get(&name)
+        .ok_or_else(|| ControlError::NoValidator(name.clone()))?;
+    let number = body
+        .version
+        .or(entry.active)
+        .ok_or_else(|| ControlError::NotActive(name.clone()))?;
+    let version = entry
+        .versions
+        .iter()
+        .find(|v| v.version == number)
+        .ok_or_else(|| ControlError::NoVersion {
+            name: name.clone(),
+            version: number,
+        })?;
+    let path = state.control.component_path(&version.hash);
+    let label = format!("{tenant}/{name}@v{number}");
+    let runtime = state.runtime.clone();
+    let routes = t.routes.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        dry_run::run(&runtime, &path, &label, &routes, &body.messages)
+    })
+    .await
+    .map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the dry run failed",
+        )
+    })?;
+    Ok(Json(report))
 }
 
 async fn list_routes(

@@ -165,6 +165,7 @@ impl Runtime {
             deadline_ticks: (limits.deadline_ms * 1000).div_ceil(TICK.as_micros() as u64) + 1,
             deadline: Duration::from_millis(limits.deadline_ms),
             fuel: self.metered.then(|| limits.fuel.unwrap_or(u64::MAX)),
+            captured: std::sync::Mutex::new(None),
         })
     }
 
@@ -229,6 +230,8 @@ pub struct Validator {
     deadline: Duration,
     /// The fuel budget per call, when the engine meters fuel.
     fuel: Option<u64>,
+    /// When set, guest output lines are also kept here (dry runs show them).
+    captured: std::sync::Mutex<Option<Vec<String>>>,
 }
 
 impl std::fmt::Debug for Validator {
@@ -241,6 +244,22 @@ impl std::fmt::Debug for Validator {
 }
 
 impl Validator {
+    /// From now on, keep the guest's output lines for `take_output`.
+    pub fn capture_output(&self) {
+        if let Ok(mut c) = self.captured.lock() {
+            c.get_or_insert_with(Vec::new);
+        }
+    }
+
+    /// The output lines kept since `capture_output`.
+    pub fn take_output(&self) -> Vec<String> {
+        self.captured
+            .lock()
+            .ok()
+            .and_then(|mut c| c.as_mut().map(std::mem::take))
+            .unwrap_or_default()
+    }
+
     /// One guest call in a fresh store: an instance that trapped is never re-entered.
     pub fn call(&self, batch: &TableBatch) -> Result<BatchResult, GuestFailure> {
         let stdout = MemoryOutputPipe::new(OUTPUT_CAP);
@@ -274,6 +293,13 @@ impl Validator {
             output.extend(
                 text.lines()
                     .map(|l| (Level::Info, format!("{stream}: {l}"))),
+            );
+        }
+        if let Ok(Some(kept)) = self.captured.lock().as_deref_mut() {
+            kept.extend(
+                output
+                    .iter()
+                    .map(|(level, line)| format!("{level:?}: {line}")),
             );
         }
         for (level, line) in &output {
