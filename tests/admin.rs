@@ -36,6 +36,7 @@ impl Api {
                 max_component_mib: 1,
                 ..SandboxLimits::default()
             },
+            stats: None,
         };
         Api {
             state,
@@ -423,6 +424,15 @@ fn floe_run_serves_the_admin_api() {
         http(&addr, "GET", "/healthz", &[], b"").ok()
     });
     assert_eq!(health.0, 200, "{health:?}");
+    let (status, ready) = wait_for("readiness", Duration::from_secs(60), || {
+        http(&addr, "GET", "/readyz", &[], b"")
+            .ok()
+            .filter(|(s, _)| *s == 200)
+    });
+    assert!(
+        ready.contains("\"kafka\":\"closed\"") && ready.contains("\"sink\":\"closed\""),
+        "{status} {ready}"
+    );
 
     let operator = format!("Bearer {OPERATOR}");
     let (status, created) = http(
@@ -455,6 +465,20 @@ fn floe_run_serves_the_admin_api() {
         http(&addr, "GET", "/v1/tenants", &[("authorization", &key)], b"").expect("list");
     assert_eq!(status, 403, "{refused}");
     assert!(refused.contains("\"code\":\"forbidden\""), "{refused}");
+    let (status, stats) = http(
+        &addr,
+        "GET",
+        "/v1/stats",
+        &[("authorization", &operator)],
+        b"",
+    )
+    .expect("stats");
+    assert_eq!(status, 200, "{stats}");
+    let stats: Value = serde_json::from_str(&stats).expect("json");
+    assert!(
+        stats["consumed"].is_u64() && stats["breakers"]["dlq"] == "closed",
+        "{stats}"
+    );
 
     assert_eq!(
         floe.terminate(Duration::from_secs(30)),

@@ -179,7 +179,9 @@ async fn run(config: Config, stats: Arc<Stats>) -> anyhow::Result<()> {
     let admin = if config.admin.listen.is_empty() {
         None
     } else {
-        let state = floe::admin::AdminState::from_config(&config.admin, &config.wasm.cache_dir)?;
+        let mut state =
+            floe::admin::AdminState::from_config(&config.admin, &config.wasm.cache_dir)?;
+        state.stats = Some(stats.clone());
         control = Some(state.control.clone());
         let listener = tokio::net::TcpListener::bind(&config.admin.listen)
             .await

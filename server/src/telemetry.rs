@@ -27,6 +27,8 @@ pub struct Stats {
     pub flushes: AtomicU64,
     /// Messages behind the partitions' high watermarks, from librdkafka statistics.
     pub lag: AtomicI64,
+    /// True while the pipeline consumes (every sink opened, every breaker registered).
+    pub running: std::sync::atomic::AtomicBool,
     /// Errors by category (`decode`, `sink_transient`, `kafka`, `dlq`, …).
     errors: Mutex<BTreeMap<&'static str, u64>>,
     breakers: Mutex<Vec<Arc<Breaker>>>,
@@ -65,6 +67,29 @@ impl Stats {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// The counters, errors by category and breaker states as one JSON document.
+    pub fn to_json(&self) -> serde_json::Value {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let breakers: serde_json::Map<String, serde_json::Value> = self
+            .breaker_states()
+            .into_iter()
+            .map(|(n, s)| (n, serde_json::Value::from(s)))
+            .collect();
+        serde_json::json!({
+            "consumed": get(&self.consumed),
+            "decoded": get(&self.decoded),
+            "skipped": get(&self.skipped),
+            "loaded": get(&self.loaded),
+            "rejected": get(&self.rejected),
+            "dead_lettered": get(&self.dead_lettered),
+            "flushes": get(&self.flushes),
+            "toast_missing": get(&self.toast_missing),
+            "lag": self.lag.load(Ordering::Relaxed),
+            "errors": self.errors_by_category(),
+            "breakers": breakers,
+        })
     }
 
     pub fn line(&self) -> String {

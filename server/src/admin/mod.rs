@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use crate::config::{AdminConfig, SandboxLimits};
 use crate::control::{hash_key, ControlPlane, Tenant, TenantRoute};
+use crate::telemetry::Stats;
 use crate::transform::Runtime;
 pub use error::ApiError;
 
@@ -31,6 +32,8 @@ pub struct AdminState {
     /// Checks uploads: compiles them and matches them against the validator world.
     pub runtime: Arc<Runtime>,
     pub limits: SandboxLimits,
+    /// The pipeline's counters and breakers, for `/readyz` and `/v1/stats`.
+    pub stats: Option<Arc<Stats>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +79,7 @@ impl AdminState {
                 max_component_mib: admin.max_component_mib,
                 ..SandboxLimits::default()
             },
+            stats: None,
         })
     }
 }
@@ -141,6 +145,8 @@ pub fn app(state: AdminState) -> Router {
     let upload_limit = usize::try_from(state.limits.max_component_mib << 20).unwrap_or(usize::MAX);
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
+        .route("/readyz", get(readyz))
+        .route("/v1/stats", get(stats))
         .route("/v1/tenants", post(create_tenant).get(list_tenants))
         .route(
             "/v1/tenants/{tenant}",
@@ -185,6 +191,45 @@ pub async fn run(
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Ready when the pipeline runs and every dependency's breaker (Kafka, the DLQ, each sink)
+/// is closed; otherwise 503 with each breaker's state.
+async fn readyz(State(state): State<AdminState>) -> (StatusCode, Json<Value>) {
+    let running = state
+        .stats
+        .as_ref()
+        .is_some_and(|s| s.running.load(std::sync::atomic::Ordering::Relaxed));
+    let breakers = state
+        .stats
+        .as_ref()
+        .map(|s| s.breaker_states())
+        .unwrap_or_default();
+    let ready = running && breakers.iter().all(|(_, s)| *s == "closed");
+    let dependencies: serde_json::Map<String, Value> = breakers
+        .into_iter()
+        .map(|(n, s)| (n, Value::from(s)))
+        .collect();
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let word = if ready { "ready" } else { "not_ready" };
+    (
+        status,
+        Json(json!({"status": word, "dependencies": dependencies})),
+    )
+}
+
+async fn stats(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    require_operator(&state, &headers)?;
+    Ok(Json(
+        state.stats.as_ref().map_or(Value::Null, |s| s.to_json()),
+    ))
 }
 
 #[derive(Deserialize)]

@@ -239,7 +239,9 @@ pub async fn run(
             .collect(),
         lanes,
     };
+    stats.running.store(true, Ordering::Relaxed);
     let result = state.consume(&mut flushed, shutdown).await;
+    stats.running.store(false, Ordering::Relaxed);
     let result = match result {
         Ok(()) => {
             let deadline = Duration::from_millis(config.runtime.shutdown_timeout_ms);
