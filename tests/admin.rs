@@ -480,6 +480,41 @@ fn floe_run_serves_the_admin_api() {
         "{stats}"
     );
 
+    // The CLI drives the same API.
+    let api = format!("http://{addr}");
+    let cli = |key: &str, args: &[&str]| {
+        floe_command(
+            args,
+            &[("FLOE_API", api.clone()), ("FLOE_API_KEY", key.to_string())],
+        )
+    };
+    let (code, out, err) = cli(OPERATOR, &["tenant", "create", "globex"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let created: Value = serde_json::from_str(&out).expect("json");
+    let globex = created["api_key"].as_str().expect("key").to_string();
+    let wasm = guest("transactions-validator").display().to_string();
+    let (code, out, err) = cli(&globex, &["validator", "upload", "globex", "orders", &wasm]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = cli(&globex, &["validator", "activate", "globex", "orders", "1"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = cli(
+        &globex,
+        &["route", "set", "globex", "orders", "--validator", "orders"],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, _) = cli(&globex, &["validator", "list", "globex"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("\"active\": 1"), "{out}");
+    let (code, out, err) = cli(&globex, &["validator", "rollback", "globex", "orders"]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains("nothing_to_roll_back"),
+        "the API's error code reaches the user: {err}"
+    );
+    let (code, _, err) = cli(&globex, &["tenant", "list"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("403 forbidden"), "{err}");
+
     assert_eq!(
         floe.terminate(Duration::from_secs(30)),
         0,

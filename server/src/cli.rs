@@ -27,6 +27,27 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Tenants, through the admin API.
+    Tenant {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: TenantCommand,
+    },
+    /// Validators and their versions, through the admin API.
+    Validator {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: ValidatorCommand,
+    },
+    /// Routes, through the admin API.
+    Route {
+        #[command(flatten)]
+        api: ApiArgs,
+        #[command(subcommand)]
+        command: RouteCommand,
+    },
     /// Run the pipeline until SIGTERM/SIGINT.
     Run {
         /// TOML configuration file; without it, defaults and FLOE_* variables apply.
@@ -94,6 +115,79 @@ pub enum Command {
         #[arg(long, default_value_t = 500)]
         fetch_wait_ms: u64,
     },
+}
+
+/// Where the admin API is and who calls it.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ApiArgs {
+    /// Base URL of floe's admin API.
+    #[arg(
+        long,
+        env = "FLOE_API",
+        default_value = "http://127.0.0.1:8080",
+        global = true
+    )]
+    pub api: String,
+    /// API key: a tenant's, or the operator's.
+    #[arg(long, env = "FLOE_API_KEY", hide_env_values = true, global = true)]
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Create a tenant (operator key); prints its first API key, shown once.
+    Create { name: String },
+    /// List tenants (operator key).
+    List,
+    /// Delete a tenant (operator key).
+    Delete { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ValidatorCommand {
+    /// Upload a component as the next version (not yet active).
+    Upload {
+        tenant: String,
+        name: String,
+        file: PathBuf,
+    },
+    /// A tenant's validators, their versions and the active one.
+    List { tenant: String },
+    /// Make a version active; the running pipeline switches without a restart.
+    Activate {
+        tenant: String,
+        name: String,
+        version: u32,
+    },
+    /// Make the previously active version active again.
+    Rollback { tenant: String, name: String },
+    /// Run sample messages (a JSON array of {"key", "value"}) through a version.
+    DryRun {
+        tenant: String,
+        name: String,
+        messages: PathBuf,
+        #[arg(long)]
+        version: Option<u32>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RouteCommand {
+    /// Route a source table of the tenant through a validator.
+    Set {
+        tenant: String,
+        table: String,
+        #[arg(long)]
+        validator: Option<String>,
+        /// Target table; default: the source table's name.
+        #[arg(long)]
+        target: Option<String>,
+        /// Key columns, comma-separated; default: the Debezium key.
+        #[arg(long, value_delimiter = ',')]
+        key: Option<Vec<String>>,
+    },
+    /// A tenant's routes.
+    List { tenant: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -22,6 +22,15 @@ fn main() -> anyhow::Result<()> {
         .build()
         .context("cannot start the async runtime")?;
     match cli.command {
+        Command::Tenant { api, command } => {
+            call_api(&runtime, &api, floe::admin::client::tenant(&command))
+        }
+        Command::Validator { api, command } => {
+            call_api(&runtime, &api, floe::admin::client::validator(&command)?)
+        }
+        Command::Route { api, command } => {
+            call_api(&runtime, &api, floe::admin::client::route(&command))
+        }
         Command::Run { config } => {
             let config = Config::load(config.as_deref())?;
             let stats = Arc::new(Stats::default());
@@ -195,6 +204,17 @@ async fn run(config: Config, stats: Arc<Stats>) -> anyhow::Result<()> {
         admin.abort();
     }
     Ok(result?)
+}
+
+/// One admin API request; prints the answer as JSON.
+fn call_api(
+    runtime: &tokio::runtime::Runtime,
+    api: &floe::cli::ApiArgs,
+    request: floe::admin::client::Request,
+) -> anyhow::Result<()> {
+    let answer = runtime.block_on(floe::admin::client::send(api, request))?;
+    println!("{}", serde_json::to_string_pretty(&answer)?);
+    Ok(())
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -4,6 +4,7 @@
 //! (`Authorization: Bearer …`); creating and deleting tenants takes the operator key.
 //! Errors are JSON `{"error": {"code", "message"}}` with a stable code.
 
+pub mod client;
 mod dry_run;
 mod error;
 
