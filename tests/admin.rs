@@ -379,6 +379,11 @@ fn every_route_refuses_no_key_a_wrong_key_and_another_tenants_key() {
     let operator_routes: Vec<(Method, &str, Value)> = vec![
         (Method::POST, "/v1/tenants", json!({"name": "tenant-c"})),
         (Method::GET, "/v1/tenants", json!({})),
+        (
+            Method::PUT,
+            "/v1/tenants/tenant-a/limits",
+            json!({"max_validators": 100}),
+        ),
         (Method::DELETE, "/v1/tenants/tenant-b", json!({})),
     ];
     for (method, path, body) in &operator_routes {
@@ -772,5 +777,55 @@ fn dry_run_reports_verdicts_rows_and_guest_output() {
         (status, code(&answer)),
         (StatusCode::CONFLICT, "validator_not_active"),
         "no version given and none active"
+    );
+}
+
+/// The operator sets a tenant's limits; its uploads are held to them.
+#[test]
+fn tenant_limits_bound_uploads_and_validators() {
+    let dir = scratch_dir("admin-limits");
+    let api = Api::new(&dir);
+    let key = api.create_tenant("acme");
+    let limits =
+        json!({"memory_mib": 32, "deadline_ms": 50, "max_component_mib": 1, "max_validators": 1});
+    let (status, _) = api.json(
+        Method::PUT,
+        "/v1/tenants/acme/limits",
+        Some(&key),
+        limits.clone(),
+    );
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "a tenant cannot raise its own limits"
+    );
+    let (status, body) = api.json(
+        Method::PUT,
+        "/v1/tenants/acme/limits",
+        Some(OPERATOR),
+        limits.clone(),
+    );
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, tenant) = api.call(Method::GET, "/v1/tenants/acme", Some(&key), "", Vec::new());
+    assert_eq!(tenant["limits"], limits);
+
+    let wasm = read(guest("transactions-validator"));
+    let (status, _) = api.upload("/v1/tenants/acme/validators/one", &key, wasm.clone());
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = api.upload(
+        "/v1/tenants/acme/validators/one",
+        &key,
+        read(guest("transactions-validator-chargebacks")),
+    );
+    assert_eq!(
+        status,
+        StatusCode::CREATED,
+        "a new version of the same validator"
+    );
+    let (status, body) = api.upload("/v1/tenants/acme/validators/two", &key, wasm);
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::CONFLICT, "too_many_validators"),
+        "{body}"
     );
 }

@@ -30,6 +30,8 @@ pub enum ControlError {
     InUse { name: String, table: String },
     #[error("table {0:?} has no route")]
     NoRoute(String),
+    #[error("tenant {tenant:?} may keep at most {limit} validators")]
+    TooManyValidators { tenant: String, limit: usize },
     #[error("cannot store the control-plane state: {0}")]
     Storage(String),
 }
@@ -74,6 +76,43 @@ pub struct Tenant {
     /// Routes by source table.
     #[serde(default)]
     pub routes: BTreeMap<String, TenantRoute>,
+    /// What this tenant's validators may use; set by the operator.
+    #[serde(default)]
+    pub limits: TenantLimits,
+}
+
+/// A tenant's sandbox: per call of each validator, and how many validators it may keep.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantLimits {
+    pub memory_mib: u64,
+    /// Wall-clock time per validator call.
+    pub deadline_ms: u64,
+    pub max_component_mib: u64,
+    pub max_validators: usize,
+}
+
+impl Default for TenantLimits {
+    fn default() -> Self {
+        let sandbox = crate::config::SandboxLimits::default();
+        Self {
+            memory_mib: sandbox.memory_mib,
+            deadline_ms: sandbox.deadline_ms,
+            max_component_mib: sandbox.max_component_mib,
+            max_validators: 20,
+        }
+    }
+}
+
+impl TenantLimits {
+    pub fn sandbox(&self) -> crate::config::SandboxLimits {
+        crate::config::SandboxLimits {
+            memory_mib: self.memory_mib,
+            deadline_ms: self.deadline_ms,
+            max_component_mib: self.max_component_mib,
+            ..crate::config::SandboxLimits::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -157,7 +196,7 @@ impl ControlPlane {
                         name: active.map(|(n, v)| format!("{tenant_name}/{n}@v{}", v.version)),
                         target: route.target.clone(),
                         key: route.key.clone(),
-                        limits: crate::config::SandboxLimits::default(),
+                        limits: tenant.limits.sandbox(),
                     });
                 }
             }
@@ -283,6 +322,16 @@ impl ControlPlane {
         Ok(key)
     }
 
+    pub fn set_limits(&self, tenant: &str, limits: TenantLimits) -> Result<(), ControlError> {
+        self.change(|s| {
+            s.tenants
+                .get_mut(tenant)
+                .ok_or_else(|| ControlError::NoTenant(tenant.into()))?
+                .limits = limits;
+            Ok(())
+        })
+    }
+
     pub fn delete_tenant(&self, name: &str) -> Result<(), ControlError> {
         self.change(|s| {
             s.tenants
@@ -331,6 +380,12 @@ impl ControlPlane {
                 .tenants
                 .get_mut(tenant)
                 .ok_or_else(|| ControlError::NoTenant(tenant.into()))?;
+            if !t.validators.contains_key(name) && t.validators.len() >= t.limits.max_validators {
+                return Err(ControlError::TooManyValidators {
+                    tenant: tenant.into(),
+                    limit: t.limits.max_validators,
+                });
+            }
             let entry = t.validators.entry(name.into()).or_default();
             let version = Version {
                 version: entry.versions.last().map_or(1, |v| v.version + 1),

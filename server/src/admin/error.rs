@@ -62,6 +62,7 @@ impl From<ControlError> for ApiError {
             E::NotActive(_) => (StatusCode::CONFLICT, "validator_not_active"),
             E::InUse { .. } => (StatusCode::CONFLICT, "validator_in_use"),
             E::NoRoute(_) => (StatusCode::NOT_FOUND, "route_not_found"),
+            E::TooManyValidators { .. } => (StatusCode::CONFLICT, "too_many_validators"),
             E::Storage(detail) => {
                 tracing::error!(error = %detail, "control-plane storage failed");
                 return Self::new(

@@ -20,7 +20,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::config::{AdminConfig, SandboxLimits};
-use crate::control::{hash_key, ControlPlane, Tenant, TenantRoute};
+use crate::control::{hash_key, ControlPlane, Tenant, TenantLimits, TenantRoute};
 use crate::telemetry::Stats;
 use crate::transform::Runtime;
 pub use error::ApiError;
@@ -154,6 +154,7 @@ pub fn app(state: AdminState) -> Router {
             get(get_tenant).delete(delete_tenant),
         )
         .route("/v1/tenants/{tenant}/keys", post(issue_key))
+        .route("/v1/tenants/{tenant}/limits", put(set_limits))
         .route("/v1/tenants/{tenant}/validators", get(list_validators))
         .route(
             "/v1/tenants/{tenant}/validators/{name}",
@@ -263,9 +264,24 @@ async fn list_tenants(
     Ok(Json(json!({"tenants": state.control.tenant_names()})))
 }
 
+/// Sets a tenant's sandbox limits (operator only); routes reload with them.
+async fn set_limits(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Path(tenant): Path<String>,
+    body: Result<Json<TenantLimits>, axum::extract::rejection::JsonRejection>,
+) -> Result<Json<Value>, ApiError> {
+    require_operator(&state, &headers)?;
+    let Json(limits) =
+        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text()))?;
+    state.control.set_limits(&tenant, limits.clone())?;
+    Ok(Json(json!({"tenant": tenant, "limits": limits})))
+}
+
 fn tenant_view(name: &str, tenant: &Tenant) -> Value {
     json!({
         "tenant": name,
+        "limits": tenant.limits,
         "keys": tenant.key_hashes.len(),
         "validators": tenant.validators.keys().collect::<Vec<_>>(),
     })
@@ -343,8 +359,11 @@ async fn upload_validator(
     Path((tenant, name)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    require_tenant(&state, &headers, &tenant)?;
+    let owner = require_tenant(&state, &headers, &tenant)?;
     crate::control::check_name("validator", &name)?;
+    // The tenant's own limit, within the API's.
+    let mut limits = owner.limits.sandbox();
+    limits.max_component_mib = limits.max_component_mib.min(state.limits.max_component_mib);
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -365,13 +384,11 @@ async fn upload_validator(
         )
     })?;
     let check = {
-        let state = state.clone();
+        let runtime = state.runtime.clone();
         let bytes = bytes.clone();
         let name = name.clone();
         // Compiling is CPU work: off the async workers.
-        tokio::task::spawn_blocking(move || {
-            state.runtime.load(&name, &bytes, &state.limits).map(|_| ())
-        })
+        tokio::task::spawn_blocking(move || runtime.load(&name, &bytes, &limits).map(|_| ()))
     };
     match check.await {
         Ok(result) => result?,
