@@ -617,7 +617,7 @@ fn validator_versions_swap_in_a_running_pipeline() {
     let mut tx = Workload::new(Profile::Transactions, 300, 9000, 71).with_invalid_percent(10);
     broker.produce(topic, &mut tx, 3000);
     broker.wait_fully_committed("admin-swap", topic, LOAD_TIMEOUT);
-    let phase_one = broker.read_all("floe.dlq").len();
+    let phase_one = broker.read_all("floe.dlq.acme").len();
 
     change(
         "PUT",
@@ -633,7 +633,7 @@ fn validator_versions_swap_in_a_running_pipeline() {
     );
     broker.produce(topic, &mut tx, 3000);
     broker.wait_fully_committed("admin-swap", topic, LOAD_TIMEOUT);
-    let phase_two = broker.read_all("floe.dlq").len();
+    let phase_two = broker.read_all("floe.dlq.acme").len();
 
     change(
         "POST",
@@ -650,7 +650,11 @@ fn validator_versions_swap_in_a_running_pipeline() {
         floe.log_text()
     );
 
-    let dlq = broker.read_all("floe.dlq");
+    assert!(
+        broker.read_all("floe.dlq").is_empty(),
+        "a tenant's dead letters go to its own topic only"
+    );
+    let dlq = broker.read_all("floe.dlq.acme");
     let codes = |letters: &[TopicRecord], version: &str| -> Vec<String> {
         letters
             .iter()

@@ -21,6 +21,7 @@ fn an_unreachable_dlq_is_an_error_not_a_silent_drop() {
     )
     .expect("a producer is created without a connection");
     let letter = DeadLetter {
+        destination: None,
         origin: Origin {
             topic: "t".into(),
             partition: 0,

@@ -16,6 +16,7 @@ fn route_for(table: &str, guest_name: &str) -> RouteConfig {
         key: None,
         limits: SandboxLimits::default(),
         name: None,
+        dlq_topic: None,
     }
 }
 

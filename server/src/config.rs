@@ -341,6 +341,9 @@ pub struct RouteConfig {
     /// file routes are named after the file).
     #[serde(skip)]
     pub name: Option<String>,
+    /// Where this route's dead letters go (a tenant's DLQ topic); default: `dlq.topic`.
+    #[serde(skip)]
+    pub dlq_topic: Option<String>,
 }
 
 /// What one validator may use.

@@ -176,8 +176,9 @@ impl ControlPlane {
         self.generation.subscribe()
     }
 
-    /// Every tenant route as a pipeline route, its validator at the active version.
-    pub fn route_configs(&self) -> Vec<crate::config::RouteConfig> {
+    /// Every tenant route as a pipeline route, its validator at the active version, its
+    /// dead letters to the tenant's own topic `{dlq_topic}.{tenant}`.
+    pub fn route_configs(&self, dlq_topic: &str) -> Vec<crate::config::RouteConfig> {
         self.read(|s| {
             let mut out = Vec::new();
             for (tenant_name, tenant) in &s.tenants {
@@ -197,6 +198,7 @@ impl ControlPlane {
                         target: route.target.clone(),
                         key: route.key.clone(),
                         limits: tenant.limits.sandbox(),
+                        dlq_topic: Some(format!("{dlq_topic}.{tenant_name}")),
                     });
                 }
             }

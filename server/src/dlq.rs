@@ -77,6 +77,8 @@ pub struct DeadLetter {
     pub table: Option<Arc<str>>,
     /// Validator name and content hash.
     pub validator: Option<(Arc<str>, Arc<str>)>,
+    /// The DLQ topic of the tenant whose route the record took; default: floe's.
+    pub destination: Option<Arc<str>>,
 }
 
 /// Header names, shared with `floe dlq replay`.
@@ -164,7 +166,8 @@ impl DlqWriter {
         let mut pending = Vec::with_capacity(letters.len());
         for letter in letters {
             let headers = headers_of(letter, now_ms);
-            let mut record = FutureRecord::<[u8], [u8]>::to(&self.topic)
+            let topic = letter.destination.as_deref().unwrap_or(&self.topic);
+            let mut record = FutureRecord::<[u8], [u8]>::to(topic)
                 .headers(headers)
                 .timestamp(now_ms);
             if let Some(k) = &letter.origin.key {

@@ -99,6 +99,7 @@ pub fn run(
             target: route.target,
             key: route.key,
             limits: SandboxLimits::default(),
+            dlq_topic: None,
         };
         let loaded = Routes::load(std::slice::from_ref(&config), Some(runtime));
         let (Ok(loaded), Some(validator)) = (

@@ -26,6 +26,7 @@ pub(super) fn absorb(
     origin: Origin,
     table: Arc<str>,
     validator: Option<(Arc<str>, Arc<str>)>,
+    destination: Option<Arc<str>>,
 ) {
     let (category, reason, code) = match outcome {
         Outcome::Accept(row) => {
@@ -55,6 +56,7 @@ pub(super) fn absorb(
         code,
         table: Some(table),
         validator,
+        destination,
     });
 }
 
@@ -182,6 +184,7 @@ impl LoadStage {
         sink: &mut dyn Sink,
         batch: &mut Batch,
     ) -> Result<usize, SourceError> {
+        let routes = self.routes.current();
         let mut refused = Vec::new();
         for (table, rows) in &batch.tables {
             if let Err(SinkError::Refused(_)) = sink.check(table, rows) {
@@ -200,6 +203,7 @@ impl LoadStage {
                     value: record.value,
                 },
                 category: Category::SinkPermanent,
+                destination: routes.dlq_topic_of_target(table),
                 reason: reason.clone(),
                 code: None,
                 table: Some(table.clone()),
@@ -252,6 +256,7 @@ impl LoadStage {
                     origin,
                     table.clone(),
                     tag.clone(),
+                    route.dlq_topic.clone(),
                 );
             }
         }

@@ -19,7 +19,7 @@ mod load;
 
 use crate::batch::Batch;
 use crate::change::{Event, KafkaPosition};
-use crate::config::{Assignment, Config, RouteConfig, TruncateMode};
+use crate::config::{Assignment, Config, KafkaConfig, RouteConfig, TruncateMode};
 use crate::control::ControlPlane;
 use crate::debezium::Decoder;
 use crate::dlq::{Category, DeadLetter, DlqError, DlqWriter, Origin};
@@ -133,8 +133,9 @@ pub async fn run(
     let changes = control.as_ref().map(|c| c.subscribe());
     let mut all_routes = config.routes.clone();
     if let Some(control) = &control {
-        all_routes.extend(control.route_configs());
+        all_routes.extend(control.route_configs(&config.dlq.topic));
     }
+    create_dlq_topics(&config.kafka, &all_routes).await;
     let routes = Arc::new(SharedRoutes::new(Routes::load(
         &all_routes,
         wasm_runtime.as_deref(),
@@ -143,7 +144,7 @@ pub async fn run(
         tokio::spawn(follow_control_plane(
             control,
             changes,
-            config.routes.clone(),
+            config.clone(),
             wasm_runtime.clone(),
             routes.clone(),
         ))
@@ -271,13 +272,14 @@ pub async fn run(
 async fn follow_control_plane(
     control: Arc<ControlPlane>,
     mut changes: tokio::sync::watch::Receiver<u64>,
-    configured: Vec<RouteConfig>,
+    config: Config,
     runtime: Option<Arc<Runtime>>,
     routes: Arc<SharedRoutes>,
 ) {
     while changes.changed().await.is_ok() {
-        let mut all = configured.clone();
-        all.extend(control.route_configs());
+        let mut all = config.routes.clone();
+        all.extend(control.route_configs(&config.dlq.topic));
+        create_dlq_topics(&config.kafka, &all).await;
         let runtime = runtime.clone();
         let loaded =
             tokio::task::spawn_blocking(move || Routes::load(&all, runtime.as_deref())).await;
@@ -290,6 +292,19 @@ async fn follow_control_plane(
                 tracing::error!(error = %e, "cannot load the control plane's routes; the previous routes stay")
             }
             Err(e) => tracing::error!(error = %e, "route loading stopped"),
+        }
+    }
+}
+
+/// Creates the tenants' DLQ topics the routes name (existing ones are left alone).
+async fn create_dlq_topics(kafka: &KafkaConfig, routes: &[RouteConfig]) {
+    let topics: std::collections::BTreeSet<&str> = routes
+        .iter()
+        .filter_map(|r| r.dlq_topic.as_deref())
+        .collect();
+    for topic in topics {
+        if let Err(e) = source::create_topic(&kafka.brokers, &kafka.properties, topic, 1).await {
+            tracing::warn!(%topic, error = %e, "cannot create a tenant's DLQ topic");
         }
     }
 }
@@ -519,6 +534,7 @@ impl Loop<'_> {
                     code: None,
                     table: None,
                     validator: None,
+                    destination: None,
                 });
                 return;
             }
@@ -537,7 +553,16 @@ impl Loop<'_> {
                 Some(route) => {
                     let table = row.table.clone();
                     let outcome = route.accepted(row);
-                    absorb(batch, self.stats, outcome, origin(), table, None);
+                    let destination = route.dlq_topic.clone();
+                    absorb(
+                        batch,
+                        self.stats,
+                        outcome,
+                        origin(),
+                        table,
+                        None,
+                        destination,
+                    );
                 }
             },
             Event::Truncate { table } => match truncate {

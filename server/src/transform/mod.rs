@@ -59,6 +59,8 @@ pub struct Staged {
 /// How one source table is validated and where it lands.
 pub struct Route {
     pub target: Option<Arc<str>>,
+    /// The DLQ topic of the route's tenant, if it has one.
+    pub dlq_topic: Option<Arc<str>>,
     key: Option<Vec<String>>,
     pub validator: Option<Arc<Validator>>,
     max_changes_per_call: usize,
@@ -99,6 +101,7 @@ impl Routes {
             };
             let route = Route {
                 target: config.target.as_deref().map(Arc::from),
+                dlq_topic: config.dlq_topic.as_deref().map(Arc::from),
                 key: config.key.clone(),
                 validator,
                 max_changes_per_call: config.limits.max_changes_per_call.max(1),
@@ -125,6 +128,14 @@ impl Routes {
 
     pub fn get(&self, table: &str) -> Option<&Route> {
         self.by_table.get(table)
+    }
+
+    /// The DLQ topic of the route that loads into `target`, if it has its own.
+    pub fn dlq_topic_of_target(&self, target: &str) -> Option<Arc<str>> {
+        self.by_table
+            .iter()
+            .find(|(source, r)| r.target.as_deref().unwrap_or(source.as_str()) == target)
+            .and_then(|(_, r)| r.dlq_topic.clone())
     }
 
     /// The validator of `table`, if it has one.
