@@ -15,20 +15,24 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc as tokio_mpsc;
 
+mod lanes;
 mod load;
+mod routes;
 
 use crate::batch::Batch;
 use crate::change::{Event, KafkaPosition};
-use crate::config::{Assignment, Config, KafkaConfig, RouteConfig, TruncateMode};
+use crate::config::{Assignment, Config, TruncateMode};
 use crate::control::ControlPlane;
 use crate::debezium::Decoder;
 use crate::dlq::{Category, DeadLetter, DlqError, DlqWriter, Origin};
 use crate::resilience::{Backoff, Breaker};
-use crate::sink::{ApplyCounts, OffsetReader, SinkError, StoredOffsets};
+use crate::sink::{ApplyCounts, OffsetReader, SinkError};
 use crate::source::{self, Source, SourceError};
 use crate::telemetry::Stats;
 use crate::transform::{LoadError, RouteError, Routes, Runtime, SharedRoutes, Staged};
+use lanes::{Lane, LaneOffsets};
 use load::{absorb, LoadStage};
+use routes::{create_dlq_topics, follow_control_plane};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -53,49 +57,6 @@ struct Flushed {
     lane: usize,
     offsets: BTreeMap<(Arc<str>, i32), i64>,
     counts: ApplyCounts,
-}
-
-/// One sink, the topics it loads, its batch and its breaker.
-struct Lane {
-    name: String,
-    /// Topics this lane loads; empty for the default lane (every other topic).
-    topics: Vec<String>,
-    batch: Batch,
-    in_flight: bool,
-    to_sink: mpsc::SyncSender<Batch>,
-    breaker: Arc<Breaker>,
-    /// Whether this lane's partitions are paused right now.
-    paused: bool,
-    truncate: TruncateMode,
-}
-
-/// Offsets come from the sink that owns each topic.
-struct LaneOffsets(Vec<(Vec<String>, Box<dyn OffsetReader>)>);
-
-impl LaneOffsets {
-    fn owns(topics: &[String], all: &[Vec<String>], topic: &str) -> bool {
-        if topics.is_empty() {
-            !all.iter().any(|t| t.iter().any(|t| t == topic))
-        } else {
-            topics.iter().any(|t| t == topic)
-        }
-    }
-}
-
-impl OffsetReader for LaneOffsets {
-    fn stored_offsets(&self) -> Result<StoredOffsets, SinkError> {
-        let all: Vec<Vec<String>> = self.0.iter().map(|(t, _)| t.clone()).collect();
-        let mut out = Vec::new();
-        for (topics, reader) in &self.0 {
-            out.extend(
-                reader
-                    .stored_offsets()?
-                    .into_iter()
-                    .filter(|(t, _, _)| Self::owns(topics, &all, t)),
-            );
-        }
-        Ok(out)
-    }
 }
 
 /// Runs until `shutdown` resolves, then stops fetching, flushes, commits and returns.
@@ -266,49 +227,6 @@ pub async fn run(
     result
 }
 
-/// Keeps the routes in force equal to the configuration's plus the control plane's (with
-/// each validator at its active version), loading them again after every change. Routes
-/// that cannot be loaded are logged and the previous ones stay in force.
-async fn follow_control_plane(
-    control: Arc<ControlPlane>,
-    mut changes: tokio::sync::watch::Receiver<u64>,
-    config: Config,
-    runtime: Option<Arc<Runtime>>,
-    routes: Arc<SharedRoutes>,
-) {
-    while changes.changed().await.is_ok() {
-        let mut all = config.routes.clone();
-        all.extend(control.route_configs(&config.dlq.topic));
-        create_dlq_topics(&config.kafka, &all).await;
-        let runtime = runtime.clone();
-        let loaded =
-            tokio::task::spawn_blocking(move || Routes::load(&all, runtime.as_deref())).await;
-        match loaded {
-            Ok(Ok(next)) => {
-                routes.replace(next);
-                tracing::info!("routes loaded from the configuration and the control plane");
-            }
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "cannot load the control plane's routes; the previous routes stay")
-            }
-            Err(e) => tracing::error!(error = %e, "route loading stopped"),
-        }
-    }
-}
-
-/// Creates the tenants' DLQ topics the routes name (existing ones are left alone).
-async fn create_dlq_topics(kafka: &KafkaConfig, routes: &[RouteConfig]) {
-    let topics: std::collections::BTreeSet<&str> = routes
-        .iter()
-        .filter_map(|r| r.dlq_topic.as_deref())
-        .collect();
-    for topic in topics {
-        if let Err(e) = source::create_topic(&kafka.brokers, &kafka.properties, topic, 1).await {
-            tracing::warn!(%topic, error = %e, "cannot create a tenant's DLQ topic");
-        }
-    }
-}
-
 struct Loop<'a> {
     config: &'a Config,
     stats: &'a Stats,
@@ -394,10 +312,6 @@ impl Loop<'_> {
         }
     }
 
-    fn full(&self, lane: &Lane) -> bool {
-        lane.batch.row_events >= self.config.batch.max_pending_rows
-    }
-
     fn due(&self, lane: &Lane) -> bool {
         !lane.batch.is_empty()
             && (lane.batch.row_events >= self.config.batch.max_rows
@@ -412,61 +326,6 @@ impl Loop<'_> {
             .map_err(|_| PipelineError::SinkGone)?;
         lane.in_flight = true;
         Ok(())
-    }
-
-    /// A lane whose sink is down (breaker open), or whose batch is full while other lanes
-    /// still take records, has its partitions paused: their records stay in Kafka, their
-    /// offsets are held, and the other lanes keep flowing. Paused partitions are paused
-    /// again on every pass, since a rebalance resumes what it assigns.
-    fn pause_or_resume(&mut self) {
-        let several = self.lanes.len() > 1;
-        for index in 0..self.lanes.len() {
-            let lane = &self.lanes[index];
-            let hold = lane.breaker.is_tripped() || (several && self.full(lane));
-            if !hold && !lane.paused {
-                continue;
-            }
-            let partitions = self.partitions_of(index);
-            if partitions.count() == 0 {
-                continue;
-            }
-            let lane = &mut self.lanes[index];
-            let result = if hold {
-                self.source.pause(&partitions)
-            } else {
-                self.source.resume(&partitions)
-            };
-            match result {
-                Ok(()) if hold != lane.paused => {
-                    lane.paused = hold;
-                    tracing::info!(sink = %lane.name, partitions = partitions.count(), "{}", if hold { "partitions paused" } else { "partitions resumed" });
-                }
-                Ok(()) => {}
-                Err(e) => {
-                    tracing::warn!(sink = %lane.name, error = %e, "cannot pause or resume partitions")
-                }
-            }
-        }
-    }
-
-    /// The partitions assigned to this process that feed `lane`.
-    fn partitions_of(&self, lane: usize) -> TopicPartitionList {
-        let mut out = TopicPartitionList::new();
-        if let Ok(assigned) = self.source.assignment() {
-            for e in assigned.elements() {
-                if self.lane_of(e.topic()) == lane {
-                    out.add_partition(e.topic(), e.partition());
-                }
-            }
-        }
-        out
-    }
-
-    fn lane_of(&self, topic: &str) -> usize {
-        self.lane_of_topic
-            .iter()
-            .find(|(t, _)| t.as_ref() == topic)
-            .map_or(0, |(_, lane)| *lane)
     }
 
     fn on_flushed(&mut self, done: Flushed, mode: CommitMode) {
