@@ -13,12 +13,22 @@ expects it, for floe's tests and benchmarks.
   Snowflake.
 - With --db-path every session shares one on-disk database, so a killed and restarted
   server keeps its tables, like the real service does.
+- Concurrent sessions: DuckDB reports a write conflict as an exception fakesnow calls
+  unhandled; it is answered as Snowflake's 000625 (a statement aborted by a concurrent
+  transaction), which a client may retry. A session that stops talking with a transaction
+  open (its client was killed) has the transaction rolled back after --abandon-after
+  seconds, as Snowflake ends the transactions of a dead session.
 """
 
 import argparse
+import asyncio
 import importlib
 import json
+import time
 from string import Template
+
+import duckdb
+import snowflake.connector.errors
 
 import uvicorn
 from fakesnow import info_schema
@@ -70,6 +80,41 @@ for _name in dir(_cursor):
         setattr(_cursor, _name, _QuotingTemplate(_template.template))
 
 
+_execute = _cursor.FakeSnowflakeCursor._execute
+
+
+def _execute_reporting_conflicts(self, *args, **kwargs):
+    try:
+        return _execute(self, *args, **kwargs)
+    except duckdb.TransactionException as e:
+        raise snowflake.connector.errors.OperationalError(
+            msg=f"Statement aborted: conflict with a concurrent transaction ({e})",
+            errno=625,
+            sqlstate="57014",
+        ) from None
+
+
+_cursor.FakeSnowflakeCursor._execute = _execute_reporting_conflicts
+
+# When each session was last heard from, by token.
+_last_seen = {}
+
+
+async def _roll_back_abandoned(after):
+    while True:
+        await asyncio.sleep(1)
+        now = time.monotonic()
+        for token, seen in list(_last_seen.items()):
+            conn = server.sessions.get(token)
+            if conn is None or now - seen < after:
+                continue
+            del _last_seen[token]
+            try:
+                conn._duck_conn.execute("ROLLBACK")
+            except duckdb.Error:
+                pass  # no transaction was open
+
+
 def _fill_login(body):
     data = body.get("data")
     if not body.get("success") or not isinstance(data, dict):
@@ -118,10 +163,17 @@ FILLERS = {
 
 
 class FillMissingFields:
-    def __init__(self, app):
+    def __init__(self, app, abandon_after):
         self.app = app
+        self.abandon_after = abandon_after
+        self.sweeper = None
 
     async def __call__(self, scope, receive, send):
+        if self.sweeper is None and scope["type"] == "http":
+            self.sweeper = asyncio.get_running_loop().create_task(_roll_back_abandoned(self.abandon_after))
+        if scope.get("path") == "/queries/v1/query-request":
+            auth = dict(scope.get("headers", [])).get(b"authorization", b"").decode()
+            _last_seen[auth[17:-1]] = time.monotonic()
         fill = FILLERS.get(scope.get("path", "")) if scope["type"] == "http" else None
         if fill is None:
             await self.app(scope, receive, send)
@@ -155,11 +207,12 @@ def main():
     parser.add_argument("--certfile")
     parser.add_argument("--keyfile")
     parser.add_argument("--db-path")
+    parser.add_argument("--abandon-after", type=float, default=10.0)
     args = parser.parse_args()
     if args.db_path:
         server.shared_fs = FakeSnow(db_path=args.db_path)
     uvicorn.run(
-        FillMissingFields(server.app),
+        FillMissingFields(server.app, args.abandon_after),
         host=args.host,
         port=args.port,
         ssl_certfile=args.certfile,

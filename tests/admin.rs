@@ -559,19 +559,7 @@ fn validator_versions_swap_in_a_running_pipeline() {
     let addr = format!("127.0.0.1:{}", free_port());
     let mut floe = start_floe_with_admin(&broker, &dir, topic, "admin-swap", &addr);
     let call = |method: &str, path: &str, key: &str, content_type: &str, body: &[u8]| {
-        let auth = format!("Bearer {key}");
-        let (status, text) = http(
-            &addr,
-            method,
-            path,
-            &[("authorization", &auth), ("content-type", content_type)],
-            body,
-        )
-        .expect("request");
-        (
-            status,
-            serde_json::from_str::<Value>(&text).unwrap_or(Value::Null),
-        )
+        api(&addr, method, path, key, content_type, body)
     };
     let (status, created) = call(
         "POST",

@@ -14,10 +14,6 @@ const ALL_TYPES: &str = "SELECT TO_VARCHAR(\"id\"), TO_VARCHAR(\"amount\"), \"ra
      TO_VARCHAR(\"flag\"), TO_VARCHAR(\"score\" * 4), \"Note\", \"bio\", \"region\" \
      FROM \"all_types\" ORDER BY \"id\"";
 
-const TRANSACTIONS: &str = "SELECT TO_VARCHAR(\"transaction_id\"), TO_VARCHAR(\"user_id\"), TO_VARCHAR(\"amount\"), \
-     \"status\", TO_VARCHAR(DATE_PART(EPOCH_MICROSECOND, \"created_at\")), \
-     TO_VARCHAR(DATE_PART(EPOCH_MICROSECOND, \"updated_at\")) FROM \"transactions\" ORDER BY \"transaction_id\"";
-
 /// Arrays come back as JSON text; the model joins their items.
 fn join_array(cell: &Option<String>, separator: &str) -> Option<String> {
     let items: Vec<serde_json::Value> = serde_json::from_str(cell.as_deref()?).ok()?;
@@ -101,7 +97,7 @@ fn stream_loads_into_snowflake_equal_to_the_model() {
 
     assert!(types.expected().len() > 100 && tx.expected().len() > 150);
     assert_same_rows(&all_types_rows(&fakesnow), &types.expected());
-    assert_same_rows(&fakesnow.query(TRANSACTIONS), &tx.expected());
+    assert_same_rows(&fakesnow.query(TRANSACTIONS_QUERY), &tx.expected());
     let stored =
         fakesnow.query("SELECT TO_VARCHAR(SUM(NEXT_OFFSET)::NUMBER(38,0)) FROM _FLOE_OFFSETS");
     let total: i64 = [

@@ -298,7 +298,10 @@ impl Default for WasmConfig {
 pub struct AdminConfig {
     /// `host:port` to serve on; empty: no admin API.
     pub listen: String,
-    /// Where the control plane keeps tenants, key hashes and uploaded components.
+    /// The compacted topic every node of a cluster shares the control plane through;
+    /// empty: this process alone keeps it in `dir/state.json`.
+    pub control_topic: String,
+    /// The local copy of uploaded components (and `state.json` without a control topic).
     pub dir: PathBuf,
     /// Environment variable holding the operator key…
     pub operator_key_env: String,
@@ -312,6 +315,7 @@ impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: String::new(),
+            control_topic: "floe.control".into(),
             dir: PathBuf::from("floe-control"),
             operator_key_env: "FLOE_OPERATOR_KEY".into(),
             operator_key_file: None,
@@ -417,6 +421,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("FLOE_WASM_CACHE_DIR", "wasm.cache_dir"),
     ("FLOE_ADMIN_LISTEN", "admin.listen"),
     ("FLOE_ADMIN_DIR", "admin.dir"),
+    ("FLOE_ADMIN_CONTROL_TOPIC", "admin.control_topic"),
 ];
 
 fn kind_of(path: &str) -> Kind {

@@ -188,8 +188,12 @@ async fn run(config: Config, stats: Arc<Stats>) -> anyhow::Result<()> {
     let admin = if config.admin.listen.is_empty() {
         None
     } else {
-        let mut state =
-            floe::admin::AdminState::from_config(&config.admin, &config.wasm.cache_dir)?;
+        let mut state = floe::admin::AdminState::from_config(
+            &config.admin,
+            &config.kafka,
+            &config.wasm.cache_dir,
+        )
+        .await?;
         state.stats = Some(stats.clone());
         control = Some(state.control.clone());
         let listener = tokio::net::TcpListener::bind(&config.admin.listen)

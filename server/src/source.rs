@@ -267,6 +267,18 @@ pub async fn create_topic(
     topic: &str,
     partitions: i32,
 ) -> Result<(), rdkafka::error::KafkaError> {
+    create_topic_with(brokers, properties, topic, partitions, &[]).await
+}
+
+/// Creates `topic` with topic-level settings (e.g. `cleanup.policy=compact`); an
+/// existing topic is left as it is.
+pub async fn create_topic_with(
+    brokers: &str,
+    properties: &BTreeMap<String, String>,
+    topic: &str,
+    partitions: i32,
+    settings: &[(&str, &str)],
+) -> Result<(), rdkafka::error::KafkaError> {
     use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
     use rdkafka::error::{KafkaError, RDKafkaErrorCode};
     let mut config = ClientConfig::new();
@@ -275,9 +287,13 @@ pub async fn create_topic(
     }
     let admin: AdminClient<rdkafka::client::DefaultClientContext> =
         config.set("bootstrap.servers", brokers).create()?;
+    let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for (name, value) in settings {
+        new_topic = new_topic.set(name, value);
+    }
     let results = admin
         .create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &[new_topic],
             &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
         )
         .await?;

@@ -15,6 +15,11 @@ use crate::{free_port, scratch_dir, wait_for};
 pub const ACCOUNT: &str = "floetest";
 pub const PASSWORD: &str = "test-password";
 
+/// The transactions table in Snowflake SQL, in the form `Workload::expected` gives.
+pub const TRANSACTIONS_QUERY: &str = "SELECT TO_VARCHAR(\"transaction_id\"), TO_VARCHAR(\"user_id\"), TO_VARCHAR(\"amount\"), \
+     \"status\", TO_VARCHAR(DATE_PART(EPOCH_MICROSECOND, \"created_at\")), \
+     TO_VARCHAR(DATE_PART(EPOCH_MICROSECOND, \"updated_at\")) FROM \"transactions\" ORDER BY \"transaction_id\"";
+
 fn python() -> PathBuf {
     if let Ok(p) = std::env::var("FLOE_FAKESNOW_PYTHON") {
         return PathBuf::from(p);

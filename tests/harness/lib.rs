@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 pub mod fakesnow;
 
-pub use fakesnow::Fakesnow;
+pub use fakesnow::{Fakesnow, TRANSACTIONS_QUERY};
 pub use floe::generate::{produce, Profile, Workload};
 pub use floe::source::PartitionProgress;
 
@@ -603,4 +603,29 @@ pub fn http(
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Ok((status, body))
+}
+
+/// One admin API request with `key` as the bearer; the status and the JSON answer
+/// (`null` when the body is not JSON).
+pub fn api(
+    addr: &str,
+    method: &str,
+    path: &str,
+    key: &str,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, serde_json::Value) {
+    let auth = format!("Bearer {key}");
+    let (status, text) = http(
+        addr,
+        method,
+        path,
+        &[("authorization", &auth), ("content-type", content_type)],
+        body,
+    )
+    .unwrap_or_else(|e| panic!("{method} {path} on {addr}: {e}"));
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
 }

@@ -63,7 +63,8 @@ impl From<ControlError> for ApiError {
             E::InUse { .. } => (StatusCode::CONFLICT, "validator_in_use"),
             E::NoRoute(_) => (StatusCode::NOT_FOUND, "route_not_found"),
             E::TooManyValidators { .. } => (StatusCode::CONFLICT, "too_many_validators"),
-            E::Storage(detail) => {
+            E::Contended => (StatusCode::SERVICE_UNAVAILABLE, "contended"),
+            E::Storage(detail) | E::Log(detail) => {
                 tracing::error!(error = %detail, "control-plane storage failed");
                 return Self::new(
                     StatusCode::INTERNAL_SERVER_ERROR,

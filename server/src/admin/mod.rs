@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::config::{AdminConfig, SandboxLimits};
+use crate::config::{AdminConfig, KafkaConfig, SandboxLimits};
 use crate::control::{hash_key, ControlPlane, Tenant, TenantLimits, TenantRoute};
 use crate::telemetry::Stats;
 use crate::transform::Runtime;
@@ -54,10 +54,12 @@ pub enum AdminError {
 }
 
 impl AdminState {
-    /// The state `floe run` serves: the control plane in `admin.dir`, the operator key
-    /// from its file or variable, uploads checked by an engine caching into `cache_dir`.
-    pub fn from_config(
+    /// The state `floe run` serves: the control plane shared through `admin.control_topic`
+    /// (or kept in `admin.dir` alone), the operator key from its file or variable, uploads
+    /// checked by an engine caching into `cache_dir`.
+    pub async fn from_config(
         admin: &AdminConfig,
+        kafka: &KafkaConfig,
         cache_dir: &std::path::Path,
     ) -> Result<Self, AdminError> {
         let operator_key = match &admin.operator_key_file {
@@ -76,7 +78,11 @@ impl AdminState {
             tracing::warn!(variable = %admin.operator_key_env, "no operator key: tenants cannot be created");
         }
         Ok(Self {
-            control: Arc::new(ControlPlane::open(&admin.dir)?),
+            control: Arc::new(if admin.control_topic.is_empty() {
+                ControlPlane::open(&admin.dir)?
+            } else {
+                ControlPlane::join(kafka, &admin.control_topic, &admin.dir).await?
+            }),
             operator_key_hash: operator_key.filter(|k| !k.is_empty()).map(|k| hash_key(&k)),
             runtime: Arc::new(Runtime::new(cache_dir, false)?),
             limits: SandboxLimits {

@@ -21,13 +21,17 @@ pub(super) async fn follow_control_plane(
         let mut all = config.routes.clone();
         all.extend(control.route_configs(&config.dlq.topic));
         create_dlq_topics(&config.kafka, &all).await;
+        let validators: Vec<String> = all.iter().filter_map(|r| r.name.clone()).collect();
         let runtime = runtime.clone();
         let loaded =
             tokio::task::spawn_blocking(move || Routes::load(&all, runtime.as_deref())).await;
         match loaded {
             Ok(Ok(next)) => {
                 routes.replace(next);
-                tracing::info!("routes loaded from the configuration and the control plane");
+                tracing::info!(
+                    ?validators,
+                    "routes loaded from the configuration and the control plane"
+                );
             }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "cannot load the control plane's routes; the previous routes stay")

@@ -60,7 +60,7 @@ fn read_secret(env: &str, file: Option<&std::path::Path>, what: &str) -> Result<
 }
 
 /// Which failures a retry can fix (the network, the service, an expired or lost session,
-/// a lock, a timeout), which are a value the target refuses (Snowflake's 100xxx data
+/// a lock, a conflict with a concurrent transaction, a timeout), which are a value the target refuses (Snowflake's 100xxx data
 /// errors, or the emulator's conversion errors), and which are the statement's fault.
 pub fn classify(e: SnowflakeApiError) -> SinkError {
     let text = e.to_string();
@@ -71,7 +71,14 @@ pub fn classify(e: SnowflakeApiError) -> SinkError {
     let mentions = |words: &[&str]| words.iter().any(|w| lower.contains(w));
     if code.starts_with("390")
         || matches!(code.as_str(), "000603" | "000604" | "000625" | "000630")
-        || mentions(&["lock", "timeout", "timed out", "throttl", "try again"])
+        || mentions(&[
+            "lock",
+            "timeout",
+            "timed out",
+            "throttl",
+            "try again",
+            "conflict",
+        ])
     {
         SinkError::Transient(text)
     } else if code.starts_with("100")
@@ -131,6 +138,9 @@ impl Client {
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
             .timeout(Duration::from_millis(config.request_timeout_ms))
+            // The offset reader's connection idles between rebalances; a connection the
+            // server or a load balancer closed meanwhile would fail the next read.
+            .pool_idle_timeout(Duration::from_secs(3))
             .gzip(true);
         if let Some(path) = &config.ca_file {
             let pem = std::fs::read(path).map_err(|e| {

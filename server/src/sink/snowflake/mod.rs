@@ -26,6 +26,8 @@ pub struct SnowflakeSink {
     max_statement_bytes: usize,
     /// Known columns of each target table (quoted identifiers: names compare exactly).
     tables: HashMap<String, Vec<String>>,
+    /// Staging tables are `{stage_prefix}_{n}`.
+    stage_prefix: String,
 }
 
 /// A table's rows, staged and ready to MERGE.
@@ -53,6 +55,9 @@ impl SnowflakeSink {
             soft_delete,
             max_statement_bytes: config.max_statement_bytes,
             tables: HashMap::new(),
+            // Temporary tables are private to a session in Snowflake; a name of its own
+            // keeps the sessions of a cluster apart where they are not (the emulator).
+            stage_prefix: format!("_FLOE_STAGE_{:08X}", rand::random::<u32>()),
         })
     }
 
@@ -112,7 +117,7 @@ impl SnowflakeSink {
     ) -> Result<Prepared, SinkError> {
         let columns = rows.columns();
         self.ensure_table(table, &columns)?;
-        let stage = format!("_FLOE_STAGE_{index}");
+        let stage = format!("{}_{index}", self.stage_prefix);
         let staged = sql::stage_rows(&columns, rows, self.max_statement_bytes);
         for (n, document) in staged.documents.iter().enumerate() {
             let select = sql::stage_select(&columns, document);

@@ -1,12 +1,18 @@
 //! The control plane: tenants, their API keys (hashes only) and their validators with
 //! every uploaded version. Components are stored content-addressed; the metadata is one
-//! document rewritten atomically on each change.
+//! document replaced whole on each change.
+//!
+//! A cluster shares it through a compacted Kafka topic (see [`log`]); a single process
+//! without one keeps it in `state.json`.
 
-use serde::{Deserialize, Serialize};
+mod log;
+mod model;
+
 use sha2::{Digest, Sha256};
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::RwLock;
+use std::sync::{Arc, Mutex, RwLock};
+
+pub use model::{State, Tenant, TenantLimits, TenantRoute, ValidatorEntry, Version};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
@@ -34,97 +40,81 @@ pub enum ControlError {
     TooManyValidators { tenant: String, limit: usize },
     #[error("cannot store the control-plane state: {0}")]
     Storage(String),
+    #[error("the control-plane log is unavailable: {0}")]
+    Log(String),
+    #[error("another node changed the control plane at the same time; try again")]
+    Contended,
 }
 
-/// Where one source table of a tenant goes.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct TenantRoute {
-    /// The tenant's validator; its active version runs.
-    #[serde(default)]
-    pub validator: Option<String>,
-    #[serde(default)]
-    pub target: Option<String>,
-    #[serde(default)]
-    pub key: Option<Vec<String>>,
+/// The state as of a revision: a counter in `state.json`, the record's offset in the log.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Versioned {
+    pub revision: i64,
+    pub state: State,
 }
 
-/// One uploaded version of a validator.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Version {
-    pub version: u32,
-    /// SHA-256 of the component, hex.
-    pub hash: String,
-    pub size: usize,
-    /// Seconds since the epoch.
-    pub uploaded_at: i64,
+/// What the pipeline, the API and the log follower share.
+pub(crate) struct Shared {
+    pub current: RwLock<Versioned>,
+    /// Bumped on every change; the pipeline reloads its routes when it moves.
+    pub generation: tokio::sync::watch::Sender<u64>,
+    /// Components by hash, `{hash}.wasm`.
+    pub components: PathBuf,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct ValidatorEntry {
-    pub versions: Vec<Version>,
-    pub active: Option<u32>,
-    /// Versions active before the current one, newest last: what rollback returns to.
-    pub previous: Vec<u32>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-pub struct Tenant {
-    /// SHA-256 of each API key, hex; keys themselves are shown once and never stored.
-    pub key_hashes: Vec<String>,
-    pub validators: BTreeMap<String, ValidatorEntry>,
-    /// Routes by source table.
-    #[serde(default)]
-    pub routes: BTreeMap<String, TenantRoute>,
-    /// What this tenant's validators may use; set by the operator.
-    #[serde(default)]
-    pub limits: TenantLimits,
-}
-
-/// A tenant's sandbox: per call of each validator, and how many validators it may keep.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields, default)]
-pub struct TenantLimits {
-    pub memory_mib: u64,
-    /// Wall-clock time per validator call.
-    pub deadline_ms: u64,
-    pub max_component_mib: u64,
-    pub max_validators: usize,
-}
-
-impl Default for TenantLimits {
-    fn default() -> Self {
-        let sandbox = crate::config::SandboxLimits::default();
-        Self {
-            memory_mib: sandbox.memory_mib,
-            deadline_ms: sandbox.deadline_ms,
-            max_component_mib: sandbox.max_component_mib,
-            max_validators: 20,
+impl Shared {
+    fn snapshot(&self) -> Versioned {
+        match self.current.read() {
+            Ok(v) => v.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
         }
+    }
+
+    pub(crate) fn install(&self, next: Versioned) {
+        match self.current.write() {
+            Ok(mut v) => *v = next,
+            Err(poisoned) => *poisoned.into_inner() = next,
+        }
+        self.generation.send_modify(|g| *g += 1);
+    }
+
+    pub(crate) fn revision(&self) -> i64 {
+        match self.current.read() {
+            Ok(v) => v.revision,
+            Err(poisoned) => poisoned.into_inner().revision,
+        }
+    }
+
+    pub(crate) fn component_path(&self, hash: &str) -> PathBuf {
+        self.components.join(format!("{hash}.wasm"))
+    }
+
+    /// Writes a component under its hash unless it is there already.
+    pub(crate) fn store_component(&self, hash: &str, bytes: &[u8]) -> Result<(), ControlError> {
+        let path = self.component_path(hash);
+        if path.exists() {
+            return Ok(());
+        }
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, bytes)
+            .and_then(|_| std::fs::rename(&tmp, &path))
+            .map_err(|e| ControlError::Storage(format!("{}: {e}", path.display())))
     }
 }
 
-impl TenantLimits {
-    pub fn sandbox(&self) -> crate::config::SandboxLimits {
-        crate::config::SandboxLimits {
-            memory_mib: self.memory_mib,
-            deadline_ms: self.deadline_ms,
-            max_component_mib: self.max_component_mib,
-            ..crate::config::SandboxLimits::default()
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-struct State {
-    tenants: BTreeMap<String, Tenant>,
+/// Where changes are kept.
+enum Store {
+    /// `state.json` in the control-plane directory: one process.
+    File(PathBuf),
+    /// The compacted topic every node of a cluster follows.
+    Log(log::ControlLog),
 }
 
 pub struct ControlPlane {
-    dir: PathBuf,
-    state: RwLock<State>,
-    /// Bumped on every change; the pipeline reloads its routes when it moves.
-    generation: tokio::sync::watch::Sender<u64>,
+    shared: Arc<Shared>,
+    store: Store,
+    /// One local change at a time; the log orders changes between nodes.
+    writer: Mutex<()>,
 }
 
 pub fn hash_key(key: &str) -> String {
@@ -154,26 +144,54 @@ pub fn check_name(kind: &str, name: &str) -> Result<(), ControlError> {
 }
 
 impl ControlPlane {
-    /// Opens (or starts) the control plane kept in `dir`.
+    /// Opens (or starts) the control plane kept in `dir` by this process alone.
     pub fn open(dir: &Path) -> Result<Self, ControlError> {
-        let storage = |e: std::io::Error| ControlError::Storage(format!("{}: {e}", dir.display()));
-        std::fs::create_dir_all(dir.join("components")).map_err(storage)?;
-        let state = match std::fs::read(dir.join("state.json")) {
+        let shared = Self::shared(dir)?;
+        let path = dir.join("state.json");
+        let state = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| ControlError::Storage(format!("state.json: {e}")))?,
+                .map_err(|e| ControlError::Storage(format!("{}: {e}", path.display())))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
-            Err(e) => return Err(storage(e)),
+            Err(e) => return Err(ControlError::Storage(format!("{}: {e}", path.display()))),
         };
+        shared.install(Versioned { revision: 0, state });
         Ok(Self {
-            dir: dir.to_path_buf(),
-            state: RwLock::new(state),
-            generation: tokio::sync::watch::Sender::new(0),
+            shared,
+            store: Store::File(path),
+            writer: Mutex::new(()),
         })
+    }
+
+    /// Joins the control plane a cluster keeps in `topic` (created compacted when
+    /// missing): replays it, then follows it. `dir` caches the components locally.
+    pub async fn join(
+        kafka: &crate::config::KafkaConfig,
+        topic: &str,
+        dir: &Path,
+    ) -> Result<Self, ControlError> {
+        let shared = Self::shared(dir)?;
+        let log = log::ControlLog::open(kafka, topic, shared.clone()).await?;
+        Ok(Self {
+            shared,
+            store: Store::Log(log),
+            writer: Mutex::new(()),
+        })
+    }
+
+    fn shared(dir: &Path) -> Result<Arc<Shared>, ControlError> {
+        let components = dir.join("components");
+        std::fs::create_dir_all(&components)
+            .map_err(|e| ControlError::Storage(format!("{}: {e}", components.display())))?;
+        Ok(Arc::new(Shared {
+            current: RwLock::new(Versioned::default()),
+            generation: tokio::sync::watch::Sender::new(0),
+            components,
+        }))
     }
 
     /// Resolves each change: a receiver whose value moves on every change.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.generation.subscribe()
+        self.shared.generation.subscribe()
     }
 
     /// Every tenant route as a pipeline route, its validator at the active version, its
@@ -238,7 +256,7 @@ impl ControlPlane {
                     return Err(ControlError::NotActive(name.clone()));
                 }
             }
-            t.routes.insert(table.into(), route);
+            t.routes.insert(table.into(), route.clone());
             Ok(())
         })
     }
@@ -256,33 +274,57 @@ impl ControlPlane {
     }
 
     fn read<T>(&self, f: impl FnOnce(&State) -> T) -> T {
-        match self.state.read() {
-            Ok(state) => f(&state),
-            Err(poisoned) => f(&poisoned.into_inner()),
+        match self.shared.current.read() {
+            Ok(v) => f(&v.state),
+            Err(poisoned) => f(&poisoned.into_inner().state),
         }
     }
 
-    /// Applies `change` to a copy of the state, stores it, then makes it current: a change
-    /// that cannot be stored is not made.
+    /// Applies `change` to a copy of the state and stores it; only then does it become
+    /// current, so a change that cannot be stored is not made. In the log, a change that
+    /// lost a race with another node's is made again on top of the winner's.
     fn change<T>(
         &self,
-        change: impl FnOnce(&mut State) -> Result<T, ControlError>,
+        mut change: impl FnMut(&mut State) -> Result<T, ControlError>,
     ) -> Result<T, ControlError> {
-        let mut guard = self
-            .state
-            .write()
-            .map_err(|_| ControlError::Storage("state lock poisoned".into()))?;
-        let mut next = guard.clone();
-        let out = change(&mut next)?;
-        let text =
-            serde_json::to_vec_pretty(&next).map_err(|e| ControlError::Storage(e.to_string()))?;
-        let tmp = self.dir.join("state.json.tmp");
-        std::fs::write(&tmp, text)
-            .and_then(|_| std::fs::rename(&tmp, self.dir.join("state.json")))
-            .map_err(|e| ControlError::Storage(e.to_string()))?;
-        *guard = next;
-        self.generation.send_modify(|g| *g += 1);
-        Ok(out)
+        let _one_at_a_time = self
+            .writer
+            .lock()
+            .map_err(|_| ControlError::Storage("control-plane writer lock poisoned".into()))?;
+        match &self.store {
+            Store::File(path) => {
+                let Versioned {
+                    revision,
+                    mut state,
+                } = self.shared.snapshot();
+                let out = change(&mut state)?;
+                let text = serde_json::to_vec_pretty(&state)
+                    .map_err(|e| ControlError::Storage(e.to_string()))?;
+                let tmp = path.with_extension("json.tmp");
+                std::fs::write(&tmp, text)
+                    .and_then(|_| std::fs::rename(&tmp, path))
+                    .map_err(|e| ControlError::Storage(format!("{}: {e}", path.display())))?;
+                self.shared.install(Versioned {
+                    revision: revision + 1,
+                    state,
+                });
+                Ok(out)
+            }
+            Store::Log(log) => {
+                for _ in 0..log::MAX_ATTEMPTS {
+                    log.catch_up()?;
+                    let Versioned {
+                        revision,
+                        mut state,
+                    } = self.shared.snapshot();
+                    let out = change(&mut state)?;
+                    if log.append_state(revision, &state)? {
+                        return Ok(out);
+                    }
+                }
+                Err(ControlError::Contended)
+            }
+        }
     }
 
     pub fn tenant(&self, name: &str) -> Option<Tenant> {
@@ -329,7 +371,7 @@ impl ControlPlane {
             s.tenants
                 .get_mut(tenant)
                 .ok_or_else(|| ControlError::NoTenant(tenant.into()))?
-                .limits = limits;
+                .limits = limits.clone();
             Ok(())
         })
     }
@@ -358,7 +400,7 @@ impl ControlPlane {
     }
 
     pub fn component_path(&self, hash: &str) -> PathBuf {
-        self.dir.join("components").join(format!("{hash}.wasm"))
+        self.shared.component_path(hash)
     }
 
     /// Stores a checked component as the next version of `name` (not yet active).
@@ -370,12 +412,10 @@ impl ControlPlane {
     ) -> Result<Version, ControlError> {
         check_name("validator", name)?;
         let hash = hex::encode(Sha256::digest(bytes));
-        let path = self.component_path(&hash);
-        if !path.exists() {
-            let tmp = path.with_extension("tmp");
-            std::fs::write(&tmp, bytes)
-                .and_then(|_| std::fs::rename(&tmp, &path))
-                .map_err(|e| ControlError::Storage(e.to_string()))?;
+        self.shared.store_component(&hash, bytes)?;
+        // Before the version that names it, so every node has it when the version arrives.
+        if let Store::Log(log) = &self.store {
+            log.append_component(&hash, bytes)?;
         }
         self.change(|s| {
             let t = s
@@ -391,7 +431,7 @@ impl ControlPlane {
             let entry = t.validators.entry(name.into()).or_default();
             let version = Version {
                 version: entry.versions.last().map_or(1, |v| v.version + 1),
-                hash,
+                hash: hash.clone(),
                 size: bytes.len(),
                 uploaded_at: chrono::Utc::now().timestamp(),
             };
