@@ -298,6 +298,48 @@ fn versions_activate_roll_back_and_survive_a_restart() {
     );
 }
 
+/// The served OpenAPI document is the checked-in one, and every operation it describes
+/// exists: public ones answer, the others ask for a key (never 404 or 405).
+#[test]
+fn the_openapi_document_describes_the_routes_that_exist() {
+    let dir = scratch_dir("admin-openapi");
+    let api = Api::new(&dir);
+    let (status, served) = api.call(Method::GET, "/openapi.json", None, "", Vec::new());
+    assert_eq!(status, StatusCode::OK);
+    let checked_in: Value = serde_json::from_slice(&read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json"),
+    ))
+    .expect("docs/openapi.json is JSON");
+    assert_eq!(served, checked_in);
+    let paths = served["paths"].as_object().expect("paths");
+    assert!(paths.len() >= 15, "{paths:?}");
+    for (path, operations) in paths {
+        let concrete = path
+            .replace("{tenant}", "acme")
+            .replace("{name}", "orders")
+            .replace("{table}", "transactions");
+        for (method, operation) in operations.as_object().expect("operations") {
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).expect("method");
+            let (status, answer) = api.call(method.clone(), &concrete, None, "", Vec::new());
+            let public = operation["security"]
+                .as_array()
+                .is_some_and(|s| s.is_empty());
+            if public {
+                assert!(
+                    status == StatusCode::OK || status == StatusCode::SERVICE_UNAVAILABLE,
+                    "{method} {path}: {status}"
+                );
+            } else {
+                assert_eq!(
+                    (status, code(&answer)),
+                    (StatusCode::UNAUTHORIZED, "unauthorized"),
+                    "{method} {path}"
+                );
+            }
+        }
+    }
+}
+
 /// Every tenant route refuses a request without a key, with an unknown key, and with
 /// another tenant's key; operator routes refuse tenant keys.
 #[test]
@@ -631,6 +673,17 @@ fn validator_versions_swap_in_a_running_pipeline() {
     );
     broker.produce(topic, &mut tx, 3000);
     broker.wait_fully_committed("admin-swap", topic, LOAD_TIMEOUT);
+    // The stats name the tenant and count its table's verdicts and rows.
+    let (_, stats) = call("GET", "/v1/stats", OPERATOR, "", b"");
+    let table = &stats["tables"]["transactions"];
+    assert_eq!(table["tenant"], "acme", "{stats}");
+    assert_eq!(stats["tenants"]["acme"], *table, "{stats}");
+    assert_eq!(
+        table["rejected"].as_u64(),
+        Some(broker.read_all("floe.dlq.acme").len() as u64),
+        "{stats}"
+    );
+    assert!(table["accepted"].as_u64() > Some(8000) && table["loaded"].as_u64() > Some(0));
     assert_eq!(
         floe.terminate(Duration::from_secs(30)),
         0,

@@ -17,6 +17,7 @@ fn route_for(table: &str, guest_name: &str) -> RouteConfig {
         limits: SandboxLimits::default(),
         name: None,
         dlq_topic: None,
+        tenant: None,
     }
 }
 

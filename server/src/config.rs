@@ -348,6 +348,9 @@ pub struct RouteConfig {
     /// Where this route's dead letters go (a tenant's DLQ topic); default: `dlq.topic`.
     #[serde(skip)]
     pub dlq_topic: Option<String>,
+    /// The tenant whose route this is (routes from the control plane).
+    #[serde(skip)]
+    pub tenant: Option<String>,
 }
 
 /// What one validator may use.

@@ -32,6 +32,20 @@ pub struct Stats {
     /// Errors by category (`decode`, `sink_transient`, `kafka`, `dlq`, …).
     errors: Mutex<BTreeMap<&'static str, u64>>,
     breakers: Mutex<Vec<Arc<Breaker>>>,
+    /// Verdicts by source table, rows loaded by target table.
+    tables: Mutex<BTreeMap<String, TableStats>>,
+}
+
+/// One table's figures and the tenant whose route it takes.
+#[derive(Debug, Default, Clone, PartialEq, serde::Serialize)]
+pub struct TableStats {
+    pub tenant: Option<String>,
+    /// Changes its validator accepted, rejected, or failed on (trap, deadline, memory).
+    pub accepted: u64,
+    pub rejected: u64,
+    pub failed: u64,
+    /// Rows merged into it after in-batch deduplication.
+    pub loaded: u64,
 }
 
 impl Stats {
@@ -48,6 +62,36 @@ impl Stats {
 
     pub fn errors_by_category(&self) -> BTreeMap<&'static str, u64> {
         self.errors.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    /// Updates the figures of `table` (taken once per table and batch, not per change).
+    pub fn count_table(&self, table: &str, tenant: Option<&str>, f: impl FnOnce(&mut TableStats)) {
+        if let Ok(mut tables) = self.tables.lock() {
+            let entry = tables.entry(table.to_string()).or_default();
+            if entry.tenant.is_none() {
+                entry.tenant = tenant.map(str::to_string);
+            }
+            f(entry);
+        }
+    }
+
+    pub fn tables(&self) -> BTreeMap<String, TableStats> {
+        self.tables.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+
+    /// The tables' figures summed by tenant.
+    pub fn tenants(&self) -> BTreeMap<String, TableStats> {
+        let mut out: BTreeMap<String, TableStats> = BTreeMap::new();
+        for t in self.tables().into_values() {
+            let Some(tenant) = t.tenant else { continue };
+            let sum = out.entry(tenant.clone()).or_default();
+            sum.tenant = Some(tenant);
+            sum.accepted += t.accepted;
+            sum.rejected += t.rejected;
+            sum.failed += t.failed;
+            sum.loaded += t.loaded;
+        }
+        out
     }
 
     /// Registers a breaker so its state shows in the stats.
@@ -89,6 +133,8 @@ impl Stats {
             "lag": self.lag.load(Ordering::Relaxed),
             "errors": self.errors_by_category(),
             "breakers": breakers,
+            "tables": self.tables(),
+            "tenants": self.tenants(),
         })
     }
 

@@ -100,6 +100,7 @@ pub fn run(
             key: route.key,
             limits: SandboxLimits::default(),
             dlq_topic: None,
+            tenant: None,
         };
         let loaded = Routes::load(std::slice::from_ref(&config), Some(runtime));
         let (Ok(loaded), Some(validator)) = (

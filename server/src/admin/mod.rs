@@ -156,6 +156,7 @@ pub fn app(state: AdminState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi))
         .route("/v1/stats", get(stats))
         .route("/v1/tenants", post(create_tenant).get(list_tenants))
         .route(
@@ -206,6 +207,13 @@ pub async fn run(
 
 /// Ready when the pipeline runs and every dependency's breaker (Kafka, the DLQ, each sink)
 /// is closed; otherwise 503 with each breaker's state.
+/// The API's description, checked in as `docs/openapi.json`.
+const OPENAPI: &str = include_str!("../../../docs/openapi.json");
+
+async fn openapi() -> ([(header::HeaderName, &'static str); 1], &'static str) {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
 async fn readyz(State(state): State<AdminState>) -> (StatusCode, Json<Value>) {
     let running = state
         .stats

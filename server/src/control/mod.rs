@@ -217,6 +217,7 @@ impl ControlPlane {
                         key: route.key.clone(),
                         limits: tenant.limits.sandbox(),
                         dlq_topic: Some(format!("{dlq_topic}.{tenant_name}")),
+                        tenant: Some(tenant_name.clone()),
                     });
                 }
             }

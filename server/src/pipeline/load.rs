@@ -15,7 +15,7 @@ use crate::dlq::{Category, DeadLetter, DlqWriter, Origin};
 use crate::resilience::{Backoff, Breaker};
 use crate::sink::{Sink, SinkError};
 use crate::source::{self, SourceError};
-use crate::telemetry::Stats;
+use crate::telemetry::{Stats, TableStats};
 use crate::transform::{Outcome, SharedRoutes};
 
 /// Puts one change's outcome into the batch: a row to load, a skip, or a dead letter.
@@ -120,6 +120,7 @@ impl LoadStage {
                             elapsed_ms = started.elapsed().as_millis() as u64,
                             "batch applied"
                         );
+                        self.count_loaded(&batch);
                         let _ = done.send(Flushed {
                             lane: self.lane,
                             offsets: batch.offsets.clone(),
@@ -234,6 +235,15 @@ impl LoadStage {
         self.stop.load(Ordering::Relaxed)
     }
 
+    fn count_loaded(&self, batch: &Batch) {
+        let routes = self.routes.current();
+        for (target, rows) in &batch.tables {
+            let tenant = routes.of_target(target).and_then(|r| r.tenant.as_deref());
+            self.stats
+                .count_table(target, tenant, |t| t.loaded += rows.pending.len() as u64);
+        }
+    }
+
     fn validate_staged(&self, batch: &mut Batch) {
         let routes = self.routes.current();
         for (table, staged) in std::mem::take(&mut batch.staged) {
@@ -248,7 +258,14 @@ impl LoadStage {
                 continue;
             };
             let tag = Some((validator.name.clone(), validator.hash.clone()));
+            let mut verdicts = TableStats::default();
             for (origin, outcome) in route.validate(validator, staged) {
+                match &outcome {
+                    Outcome::Accept(_) => verdicts.accepted += 1,
+                    Outcome::Reject { .. } => verdicts.rejected += 1,
+                    Outcome::Failed { .. } => verdicts.failed += 1,
+                    Outcome::Skip => {}
+                }
                 absorb(
                     batch,
                     &self.stats,
@@ -259,6 +276,12 @@ impl LoadStage {
                     route.dlq_topic.clone(),
                 );
             }
+            self.stats
+                .count_table(&table, route.tenant.as_deref(), |t| {
+                    t.accepted += verdicts.accepted;
+                    t.rejected += verdicts.rejected;
+                    t.failed += verdicts.failed;
+                });
         }
     }
 }

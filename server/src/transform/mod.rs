@@ -61,6 +61,7 @@ pub struct Route {
     pub target: Option<Arc<str>>,
     /// The DLQ topic of the route's tenant, if it has one.
     pub dlq_topic: Option<Arc<str>>,
+    pub tenant: Option<Arc<str>>,
     key: Option<Vec<String>>,
     pub validator: Option<Arc<Validator>>,
     max_changes_per_call: usize,
@@ -102,6 +103,7 @@ impl Routes {
             let route = Route {
                 target: config.target.as_deref().map(Arc::from),
                 dlq_topic: config.dlq_topic.as_deref().map(Arc::from),
+                tenant: config.tenant.as_deref().map(Arc::from),
                 key: config.key.clone(),
                 validator,
                 max_changes_per_call: config.limits.max_changes_per_call.max(1),
@@ -130,12 +132,17 @@ impl Routes {
         self.by_table.get(table)
     }
 
-    /// The DLQ topic of the route that loads into `target`, if it has its own.
-    pub fn dlq_topic_of_target(&self, target: &str) -> Option<Arc<str>> {
+    /// The route that loads into `target`.
+    pub fn of_target(&self, target: &str) -> Option<&Route> {
         self.by_table
             .iter()
             .find(|(source, r)| r.target.as_deref().unwrap_or(source.as_str()) == target)
-            .and_then(|(_, r)| r.dlq_topic.clone())
+            .map(|(_, r)| r)
+    }
+
+    /// The DLQ topic of the route that loads into `target`, if it has its own.
+    pub fn dlq_topic_of_target(&self, target: &str) -> Option<Arc<str>> {
+        self.of_target(target).and_then(|r| r.dlq_topic.clone())
     }
 
     /// The validator of `table`, if it has one.
