@@ -665,6 +665,38 @@ fn validator_versions_swap_in_a_running_pipeline() {
     broker.wait_fully_committed("admin-swap", topic, LOAD_TIMEOUT);
     let phase_two = broker.read_all("floe.dlq.acme").len();
 
+    // A dry-run replay of the tenant's DLQ with v2 active: the chargebacks v1 refused
+    // would load now, the negative amounts still fail.
+    let letters = broker.read_all("floe.dlq.acme");
+    let count = |code: &str| {
+        letters
+            .iter()
+            .filter(|l| l.header("floe.code") == code)
+            .count()
+    };
+    let (status, out, err) = floe_command(
+        &["dlq", "replay", "--tenant", "acme", "--dry-run"],
+        &[
+            ("FLOE_KAFKA_BROKERS", broker.addr.clone()),
+            ("FLOE_KAFKA_TOPICS", topic.to_string()),
+            ("FLOE_ADMIN_DIR", dir.join("cli").display().to_string()),
+            (
+                "FLOE_WASM_CACHE_DIR",
+                dir.join("cli-cache").display().to_string(),
+            ),
+        ],
+    );
+    assert_eq!(status, 0, "{out}{err}");
+    assert!(
+        out.contains(&format!("examined={phase_two}"))
+            && out.contains(&format!("resent={}", count("status_unknown")))
+            && out.contains(&format!(
+                "rejected:amount_negative={}",
+                count("amount_negative")
+            )),
+        "{out}"
+    );
+
     change(
         "POST",
         &format!("{validator}/rollback"),
@@ -873,4 +905,163 @@ fn tenant_limits_bound_uploads_and_validators() {
         (StatusCode::CONFLICT, "too_many_validators"),
         "{body}"
     );
+}
+
+/// Noisy neighbour: tenant A's validator loops forever on every batch while tenant B
+/// streams. Each tenant's topic has its own sink (`[sinks.NAME]`: its own batch, load
+/// thread and DuckDB file), so A's sandbox deadlines stall only A's lane. B's latency —
+/// produce to offsets committed, which happens once the rows are in B's table — stays
+/// within twice its latency without A.
+#[test]
+fn a_looping_tenant_does_not_slow_another_tenant_down() {
+    let broker = Broker::start("admin-noisy");
+    let dir = scratch_dir("admin-noisy");
+    let (topic_a, topic_b, group) = ("tenant-a.notes", "tenant-b.notes", "admin-noisy");
+    broker.create_topic(topic_a, 1);
+    broker.create_topic(topic_b, 1);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let config = dir.join("floe.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[kafka]\nbrokers = \"{}\"\ntopics = [\"{topic_a}\", \"{topic_b}\"]\ngroup = \"{group}\"\n\
+             assignment = \"all\"\n[batch]\nmax_age_ms = 50\n[sink.duckdb]\npath = \"{}\"\n\
+             [sinks.tenant-b]\ntopics = [\"{topic_b}\"]\n[sinks.tenant-b.duckdb]\npath = \"{}\"\n\
+             [wasm]\ncache_dir = \"{}\"\n[admin]\nlisten = \"{addr}\"\ndir = \"{}\"\n",
+            broker.addr,
+            dir.join("a.duckdb").display(),
+            dir.join("b.duckdb").display(),
+            dir.join("wasm-cache").display(),
+            dir.join("control").display(),
+        ),
+    )
+    .expect("config");
+    let mut floe = Floe::start_with_config(
+        &config,
+        &[("FLOE_OPERATOR_KEY", OPERATOR.to_string())],
+        dir.join("floe.log"),
+    );
+    wait_for("the admin API", Duration::from_secs(60), || {
+        http(&addr, "GET", "/healthz", &[], b"").ok()
+    });
+    // Both tenants run the looping component; only A's data holds its trigger.
+    let looping = read(guest("poison-infinite-loop"));
+    for (tenant, table) in [("a", "a_notes"), ("b", "b_notes")] {
+        let (_, created) = api(
+            &addr,
+            "POST",
+            "/v1/tenants",
+            OPERATOR,
+            "application/json",
+            format!(r#"{{"name":"{tenant}"}}"#).as_bytes(),
+        );
+        let key = created["api_key"].as_str().expect("key").to_string();
+        let base = format!("/v1/tenants/{tenant}");
+        for (method, path, content_type, body) in [
+            (
+                "PUT",
+                format!("{base}/validators/notes"),
+                "application/wasm",
+                looping.clone(),
+            ),
+            (
+                "POST",
+                format!("{base}/validators/notes/activate"),
+                "application/json",
+                br#"{"version":1}"#.to_vec(),
+            ),
+            (
+                "PUT",
+                format!("{base}/routes/{table}"),
+                "application/json",
+                br#"{"validator":"notes"}"#.to_vec(),
+            ),
+        ] {
+            let (status, answer) = api(&addr, method, &path, &key, content_type, &body);
+            assert!(status < 300, "{method} {path}: {status} {answer}");
+        }
+    }
+    wait_for("both routes", Duration::from_secs(30), || {
+        floe.log_text()
+            .lines()
+            .any(|l| l.contains("a/notes@v1") && l.contains("b/notes@v1"))
+            .then_some(())
+    });
+
+    let mut next_id = 0;
+    let mut b_latency = |rounds: usize| -> Duration {
+        let mut took = Vec::new();
+        for _ in 0..rounds {
+            let records: Vec<(String, Vec<u8>)> = (0..20)
+                .map(|i| note_record("b_notes", next_id + i, "fine"))
+                .collect();
+            next_id += 20;
+            let started = std::time::Instant::now();
+            produce_notes(&broker, topic_b, &records);
+            let end = next_id;
+            wait_for("B's rows", Duration::from_secs(60), || {
+                (broker.committed_total(group, topic_b) >= end).then_some(())
+            });
+            took.push(started.elapsed());
+        }
+        took.sort();
+        took[took.len() / 2]
+    };
+    let quiet = b_latency(9);
+
+    let noise = std::sync::atomic::AtomicBool::new(true);
+    let (noisy, sent_by_a) = std::thread::scope(|scope| {
+        let neighbour = scope.spawn(|| {
+            let mut id = 0;
+            while noise.load(std::sync::atomic::Ordering::Relaxed) {
+                let records: Vec<(String, Vec<u8>)> = (0..20)
+                    .map(|i| {
+                        let text = if i == 7 { "poison" } else { "fine" };
+                        note_record("a_notes", id + i, text)
+                    })
+                    .collect();
+                id += 20;
+                produce_notes(&broker, topic_a, &records);
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            id
+        });
+        wait_for("A's validator to time out", Duration::from_secs(60), || {
+            floe.log_text().contains("transform_timeout").then_some(())
+        });
+        let noisy = b_latency(9);
+        noise.store(false, std::sync::atomic::Ordering::Relaxed);
+        (noisy, neighbour.join().expect("neighbour"))
+    });
+    eprintln!(
+        "B's median latency: {quiet:?} alone, {noisy:?} with A looping ({sent_by_a} A changes)"
+    );
+    assert!(sent_by_a > 0);
+    assert_eq!(
+        floe.terminate(Duration::from_secs(60)),
+        0,
+        "{}",
+        floe.log_text()
+    );
+    assert!(
+        noisy <= quiet.max(Duration::from_millis(100)) * 2,
+        "B's median latency went from {quiet:?} to {noisy:?} with A looping"
+    );
+    let letters = broker.read_all("floe.dlq.a");
+    assert!(
+        !letters.is_empty()
+            && letters
+                .iter()
+                .all(|l| l.header("floe.category") == "transform_timeout"),
+        "only A's poisoned changes are dead-lettered, in A's topic"
+    );
+    assert!(broker.read_all("floe.dlq.b").is_empty());
+}
+
+fn produce_notes(broker: &Broker, topic: &str, records: &[(String, Vec<u8>)]) {
+    let raw: Vec<(Option<&str>, Option<&[u8]>)> = records
+        .iter()
+        .map(|(k, v)| (Some(k.as_str()), Some(v.as_slice())))
+        .collect();
+    broker.produce_raw(topic, &raw);
 }

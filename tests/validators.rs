@@ -378,15 +378,6 @@ fn kill9_with_a_validator_loses_nothing() {
     assert!(dlq.len() >= distinct.len());
 }
 
-/// A bare payload for a `notes` table of the given name.
-fn note(table: &str, id: i64, text: &str) -> (String, Vec<u8>) {
-    let value = serde_json::json!({
-        "before": null, "after": {"id": id, "note": text}, "op": "c",
-        "source": {"table": table, "lsn": 1000 + id, "ts_ms": 1_767_225_600_000i64},
-    });
-    (format!("{{\"id\":{id}}}"), value.to_string().into_bytes())
-}
-
 /// Each hostile guest on its own table, all in one process: the server stays up, only the
 /// poisoned change of each table reaches the DLQ with its category, and everything else —
 /// the rest of each batch and a table without a validator — loads.
@@ -407,7 +398,7 @@ fn hostile_guests_cost_only_their_culprit_change() {
     for i in 0..300 {
         for (table, _, _) in hostile.iter().chain([&("plain", "", "")]) {
             let text = if i == 150 { "poison" } else { "fine" };
-            records.push(note(table, i, text));
+            records.push(note_record(table, i, text));
         }
     }
     let raw: Vec<(Option<&str>, Option<&[u8]>)> = records

@@ -204,6 +204,10 @@ pub enum DlqCommand {
         /// Only records of this source table.
         #[arg(long)]
         table: Option<String>,
+        /// A tenant's dead letters (its topic `{dlq.topic}.{tenant}`), validated again with
+        /// the active versions of its validators from the control plane.
+        #[arg(long)]
+        tenant: Option<String>,
         /// First DLQ offset to consider.
         #[arg(long)]
         from_offset: Option<i64>,

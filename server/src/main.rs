@@ -86,12 +86,16 @@ fn main() -> anyhow::Result<()> {
                     config,
                     category,
                     table,
+                    tenant,
                     from_offset,
                     to_offset,
                     dry_run,
                 },
         } => {
-            let config = Config::load(config.as_deref())?;
+            let mut config = Config::load(config.as_deref())?;
+            if let Some(tenant) = tenant {
+                runtime.block_on(replay_as_tenant(&mut config, &tenant))?;
+            }
             let category = match category {
                 Some(c) => Some(
                     floe::dlq::Category::parse(&c)
@@ -115,6 +119,24 @@ fn main() -> anyhow::Result<()> {
             fetch_wait_ms,
         } => raw_consume(&brokers, &topic, fetch_wait_ms),
     }
+}
+
+/// Points a replay at a tenant's DLQ topic and routes: the control plane's, each
+/// validator at its active version.
+async fn replay_as_tenant(config: &mut Config, tenant: &str) -> anyhow::Result<()> {
+    let control = floe::control::ControlPlane::from_config(&config.admin, &config.kafka).await?;
+    anyhow::ensure!(
+        control.tenant(tenant).is_some(),
+        "tenant {tenant:?} does not exist"
+    );
+    let routes = control.route_configs(&config.dlq.topic);
+    config.routes.extend(
+        routes
+            .into_iter()
+            .filter(|r| r.tenant.as_deref() == Some(tenant)),
+    );
+    config.dlq.topic = format!("{}.{tenant}", config.dlq.topic);
+    Ok(())
 }
 
 fn progress(brokers: &str, group: &str, topic: &str, wait: Option<u64>) -> anyhow::Result<()> {

@@ -629,3 +629,12 @@ pub fn api(
         serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
     )
 }
+
+/// A bare payload for a `notes` table of the given name.
+pub fn note_record(table: &str, id: i64, text: &str) -> (String, Vec<u8>) {
+    let value = serde_json::json!({
+        "before": null, "after": {"id": id, "note": text}, "op": "c",
+        "source": {"table": table, "lsn": 1000 + id, "ts_ms": 1_767_225_600_000i64},
+    });
+    (format!("{{\"id\":{id}}}"), value.to_string().into_bytes())
+}

@@ -78,11 +78,7 @@ impl AdminState {
             tracing::warn!(variable = %admin.operator_key_env, "no operator key: tenants cannot be created");
         }
         Ok(Self {
-            control: Arc::new(if admin.control_topic.is_empty() {
-                ControlPlane::open(&admin.dir)?
-            } else {
-                ControlPlane::join(kafka, &admin.control_topic, &admin.dir).await?
-            }),
+            control: Arc::new(ControlPlane::from_config(admin, kafka).await?),
             operator_key_hash: operator_key.filter(|k| !k.is_empty()).map(|k| hash_key(&k)),
             runtime: Arc::new(Runtime::new(cache_dir, false)?),
             limits: SandboxLimits {

@@ -178,6 +178,18 @@ impl ControlPlane {
         })
     }
 
+    /// The control plane `admin` describes: shared through its topic, or in its directory.
+    pub async fn from_config(
+        admin: &crate::config::AdminConfig,
+        kafka: &crate::config::KafkaConfig,
+    ) -> Result<Self, ControlError> {
+        if admin.control_topic.is_empty() {
+            Self::open(&admin.dir)
+        } else {
+            Self::join(kafka, &admin.control_topic, &admin.dir).await
+        }
+    }
+
     fn shared(dir: &Path) -> Result<Arc<Shared>, ControlError> {
         let components = dir.join("components");
         std::fs::create_dir_all(&components)
