@@ -426,6 +426,12 @@ fn every_route_refuses_no_key_a_wrong_key_and_another_tenants_key() {
             "/v1/tenants/tenant-a/limits",
             json!({"max_validators": 100}),
         ),
+        (
+            Method::PUT,
+            "/v1/tenants/tenant-a/sink",
+            json!({"topics": ["a"], "duckdb": {"path": "/tmp/a.duckdb"}}),
+        ),
+        (Method::DELETE, "/v1/tenants/tenant-a/sink", json!({})),
         (Method::DELETE, "/v1/tenants/tenant-b", json!({})),
     ];
     for (method, path, body) in &operator_routes {
@@ -709,7 +715,13 @@ fn validator_versions_swap_in_a_running_pipeline() {
     let (_, stats) = call("GET", "/v1/stats", OPERATOR, "", b"");
     let table = &stats["tables"]["transactions"];
     assert_eq!(table["tenant"], "acme", "{stats}");
-    assert_eq!(stats["tenants"]["acme"], *table, "{stats}");
+    assert_eq!(
+        table["validator"], "acme/orders@v1",
+        "the version in force: {stats}"
+    );
+    for figure in ["accepted", "rejected", "failed", "loaded"] {
+        assert_eq!(stats["tenants"]["acme"][figure], table[figure], "{stats}");
+    }
     assert_eq!(
         table["rejected"].as_u64(),
         Some(broker.read_all("floe.dlq.acme").len() as u64),
@@ -908,10 +920,10 @@ fn tenant_limits_bound_uploads_and_validators() {
 }
 
 /// Noisy neighbour: tenant A's validator loops forever on every batch while tenant B
-/// streams. Each tenant's topic has its own sink (`[sinks.NAME]`: its own batch, load
+/// streams. The operator gives B a sink of its own through the API (its own batch, load
 /// thread and DuckDB file), so A's sandbox deadlines stall only A's lane. B's latency —
 /// produce to offsets committed, which happens once the rows are in B's table — stays
-/// within twice its latency without A.
+/// within twice its latency without A; B's rows are in B's file only.
 #[test]
 fn a_looping_tenant_does_not_slow_another_tenant_down() {
     let broker = Broker::start("admin-noisy");
@@ -926,11 +938,9 @@ fn a_looping_tenant_does_not_slow_another_tenant_down() {
         format!(
             "[kafka]\nbrokers = \"{}\"\ntopics = [\"{topic_a}\", \"{topic_b}\"]\ngroup = \"{group}\"\n\
              assignment = \"all\"\n[batch]\nmax_age_ms = 50\n[sink.duckdb]\npath = \"{}\"\n\
-             [sinks.tenant-b]\ntopics = [\"{topic_b}\"]\n[sinks.tenant-b.duckdb]\npath = \"{}\"\n\
              [wasm]\ncache_dir = \"{}\"\n[admin]\nlisten = \"{addr}\"\ndir = \"{}\"\n",
             broker.addr,
             dir.join("a.duckdb").display(),
-            dir.join("b.duckdb").display(),
             dir.join("wasm-cache").display(),
             dir.join("control").display(),
         ),
@@ -981,11 +991,40 @@ fn a_looping_tenant_does_not_slow_another_tenant_down() {
             assert!(status < 300, "{method} {path}: {status} {answer}");
         }
     }
-    wait_for("both routes", Duration::from_secs(30), || {
-        floe.log_text()
-            .lines()
-            .any(|l| l.contains("a/notes@v1") && l.contains("b/notes@v1"))
-            .then_some(())
+    let sink_b = |path: &Path| {
+        format!(
+            r#"{{"topics": ["{topic_b}"], "duckdb": {{"path": "{}"}}}}"#,
+            path.display()
+        )
+    };
+    let set_sink = |key: &str, body: &str| {
+        api(
+            &addr,
+            "PUT",
+            "/v1/tenants/b/sink",
+            key,
+            "application/json",
+            body.as_bytes(),
+        )
+    };
+    // A file's path as a directory: no DuckDB file can be made there.
+    let (status, answer) = set_sink(OPERATOR, &sink_b(&config.join("b.duckdb")));
+    assert_eq!(
+        (status, code(&answer)),
+        (422, "sink_unreachable"),
+        "{answer}"
+    );
+    let (status, answer) = set_sink(OPERATOR, r#"{"duckdb": {"path": "b.duckdb"}}"#);
+    assert_eq!((status, code(&answer)), (400, "invalid_sink"), "{answer}");
+    let (status, answer) = set_sink(OPERATOR, &sink_b(&dir.join("b.duckdb")));
+    assert_eq!(status, 200, "{answer}");
+    wait_for("B's sink and both routes", Duration::from_secs(60), || {
+        let log = floe.log_text();
+        (log.contains("tenant sinks changed: pipeline restarted")
+            && log
+                .lines()
+                .any(|l| l.contains("a/notes@v1") && l.contains("b/notes@v1")))
+        .then_some(())
     });
 
     let mut next_id = 0;
@@ -1056,6 +1095,20 @@ fn a_looping_tenant_does_not_slow_another_tenant_down() {
         "only A's poisoned changes are dead-lettered, in A's topic"
     );
     assert!(broker.read_all("floe.dlq.b").is_empty());
+    let b_rows = query_text(
+        &dir.join("b.duckdb"),
+        "SELECT CAST(count(*) AS VARCHAR) FROM b_notes",
+    );
+    assert_eq!(b_rows[0][0].as_deref(), Some(next_id.to_string().as_str()));
+    let in_a = query_text(
+        &dir.join("a.duckdb"),
+        "SELECT CAST(count(*) AS VARCHAR) FROM information_schema.tables WHERE table_name = 'b_notes'",
+    );
+    assert_eq!(
+        in_a[0][0].as_deref(),
+        Some("0"),
+        "none of B's rows in A's file"
+    );
 }
 
 fn produce_notes(broker: &Broker, topic: &str, records: &[(String, Vec<u8>)]) {

@@ -480,6 +480,31 @@ impl Config {
         Ok(config)
     }
 
+    /// This configuration with the tenants' own sinks added: each takes its topics (which
+    /// it adds to `kafka.topics`) from the default sink.
+    pub fn with_tenant_sinks(
+        &self,
+        tenant_sinks: &BTreeMap<String, SinkConfig>,
+    ) -> Result<Config, ConfigError> {
+        let mut config = self.clone();
+        for (name, sink) in tenant_sinks {
+            if config.sinks.contains_key(name) {
+                return Err(ConfigError::Invalid {
+                    key: "sinks",
+                    message: format!("sink {name:?} is configured and also a tenant's"),
+                });
+            }
+            for topic in &sink.topics {
+                if !config.kafka.topics.contains(topic) {
+                    config.kafka.topics.push(topic.clone());
+                }
+            }
+            config.sinks.insert(name.clone(), sink.clone());
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key, message: &str| {
             Err(ConfigError::Invalid {

@@ -40,6 +40,9 @@ pub struct Stats {
 #[derive(Debug, Default, Clone, PartialEq, serde::Serialize)]
 pub struct TableStats {
     pub tenant: Option<String>,
+    /// The validator version that judged its latest changes (`tenant/name@vN`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validator: Option<String>,
     /// Changes its validator accepted, rejected, or failed on (trap, deadline, memory).
     pub accepted: u64,
     pub rejected: u64,
@@ -94,9 +97,11 @@ impl Stats {
         out
     }
 
-    /// Registers a breaker so its state shows in the stats.
+    /// Registers a breaker so its state shows in the stats (in place of an earlier one of
+    /// the same name, from before the pipeline restarted).
     pub fn watch(&self, breaker: Arc<Breaker>) {
         if let Ok(mut breakers) = self.breakers.lock() {
+            breakers.retain(|b| b.name != breaker.name);
             breakers.push(breaker);
         }
     }

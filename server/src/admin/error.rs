@@ -24,6 +24,11 @@ impl ApiError {
         }
     }
 
+    /// A failure inside floe: the caller learns what could not be done, not why.
+    pub fn internal(what: &str) -> Self {
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", what)
+    }
+
     pub fn unauthorized() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
@@ -64,6 +69,8 @@ impl From<ControlError> for ApiError {
             E::NoRoute(_) => (StatusCode::NOT_FOUND, "route_not_found"),
             E::TooManyValidators { .. } => (StatusCode::CONFLICT, "too_many_validators"),
             E::Contended => (StatusCode::SERVICE_UNAVAILABLE, "contended"),
+            E::InvalidSink(_) => (StatusCode::BAD_REQUEST, "invalid_sink"),
+            E::TopicClaimed { .. } => (StatusCode::CONFLICT, "topic_claimed"),
             E::Storage(detail) | E::Log(detail) => {
                 tracing::error!(error = %detail, "control-plane storage failed");
                 return Self::new(

@@ -7,6 +7,7 @@
 pub mod client;
 mod dry_run;
 mod error;
+mod sinks;
 mod validators;
 
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -161,6 +162,10 @@ pub fn app(state: AdminState) -> Router {
         )
         .route("/v1/tenants/{tenant}/keys", post(issue_key))
         .route("/v1/tenants/{tenant}/limits", put(set_limits))
+        .route(
+            "/v1/tenants/{tenant}/sink",
+            put(sinks::set_sink).delete(sinks::delete_sink),
+        )
         .route("/v1/tenants/{tenant}/validators", get(list_validators))
         .route(
             "/v1/tenants/{tenant}/validators/{name}",
@@ -295,6 +300,7 @@ fn tenant_view(name: &str, tenant: &Tenant) -> Value {
     json!({
         "tenant": name,
         "limits": tenant.limits,
+        "sink": tenant.sink,
         "keys": tenant.key_hashes.len(),
         "validators": tenant.validators.keys().collect::<Vec<_>>(),
     })

@@ -85,11 +85,7 @@ pub(super) async fn upload_validator(
         Ok(result) => result?,
         Err(e) => {
             tracing::error!(error = %e, "validator check panicked");
-            return Err(ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "the component could not be checked",
-            ));
+            return Err(ApiError::internal("the component could not be checked"));
         }
     }
     let version = state.control.add_version(&tenant, &name, &bytes)?;
@@ -167,13 +163,7 @@ pub(super) async fn dry_run_validator(
         dry_run::run(&runtime, &path, &label, &routes, &body.messages)
     })
     .await
-    .map_err(|_| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "the dry run failed",
-        )
-    })?;
+    .map_err(|_| ApiError::internal("the dry run failed"))?;
     Ok(Json(report))
 }
 

@@ -9,6 +9,7 @@ mod log;
 mod model;
 
 use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -44,6 +45,10 @@ pub enum ControlError {
     Log(String),
     #[error("another node changed the control plane at the same time; try again")]
     Contended,
+    #[error("{0}")]
+    InvalidSink(String),
+    #[error("topic {topic:?} already loads into the sink of tenant {tenant:?}")]
+    TopicClaimed { topic: String, tenant: String },
 }
 
 /// The state as of a revision: a counter in `state.json`, the record's offset in the log.
@@ -386,6 +391,47 @@ impl ControlPlane {
                 .ok_or_else(|| ControlError::NoTenant(tenant.into()))?
                 .limits = limits.clone();
             Ok(())
+        })
+    }
+
+    /// Gives a tenant's topics a sink of their own (`None`: back to the process's sinks).
+    pub fn set_sink(
+        &self,
+        tenant: &str,
+        sink: Option<crate::config::SinkConfig>,
+    ) -> Result<(), ControlError> {
+        if sink.as_ref().is_some_and(|s| s.topics.is_empty()) {
+            return Err(ControlError::InvalidSink(
+                "a tenant's sink lists the topics it loads (\"topics\")".into(),
+            ));
+        }
+        self.change(|s| {
+            if let Some(sink) = &sink {
+                for (name, other) in s.tenants.iter().filter(|(n, _)| n.as_str() != tenant) {
+                    let theirs = other.sink.iter().flat_map(|o| &o.topics);
+                    if let Some(topic) = theirs.into_iter().find(|t| sink.topics.contains(t)) {
+                        return Err(ControlError::TopicClaimed {
+                            topic: topic.clone(),
+                            tenant: name.clone(),
+                        });
+                    }
+                }
+            }
+            s.tenants
+                .get_mut(tenant)
+                .ok_or_else(|| ControlError::NoTenant(tenant.into()))?
+                .sink = sink.clone();
+            Ok(())
+        })
+    }
+
+    /// Each tenant's own sink, named `tenant-{name}`.
+    pub fn tenant_sinks(&self) -> BTreeMap<String, crate::config::SinkConfig> {
+        self.read(|s| {
+            s.tenants
+                .iter()
+                .filter_map(|(name, t)| Some((format!("tenant-{name}"), t.sink.clone()?)))
+                .collect()
         })
     }
 

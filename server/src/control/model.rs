@@ -46,6 +46,10 @@ pub struct Tenant {
     /// What this tenant's validators may use; set by the operator.
     #[serde(default)]
     pub limits: TenantLimits,
+    /// Where this tenant's topics load, if not into the process's sinks; set by the
+    /// operator (it reaches files, secrets and hosts outside the sandbox).
+    #[serde(default)]
+    pub sink: Option<crate::config::SinkConfig>,
 }
 
 /// A tenant's sandbox: per call of each validator, and how many validators it may keep.

@@ -278,6 +278,7 @@ impl LoadStage {
             }
             self.stats
                 .count_table(&table, route.tenant.as_deref(), |t| {
+                    t.validator = Some(validator.name.to_string());
                     t.accepted += verdicts.accepted;
                     t.rejected += verdicts.rejected;
                     t.failed += verdicts.failed;
