@@ -225,101 +225,12 @@ async fn run(config: Config, stats: Arc<Stats>) -> anyhow::Result<()> {
         let shutdown = until_stopped(stopped.clone());
         Some(tokio::spawn(floe::admin::run(listener, state, shutdown)))
     };
-    // The pipeline restarts when a tenant's sink changes: lanes and subscriptions are
-    // set up at start. A tenant sink that cannot be reached keeps only its own topics
-    // waiting, and is tried again at the next restart.
-    let result = loop {
-        let tenant_sinks = control
-            .as_ref()
-            .map(|c| c.tenant_sinks())
-            .unwrap_or_default();
-        let unreachable = unreachable_sinks(&tenant_sinks).await;
-        let restart = restart_when_sinks_change(
-            control.clone(),
-            tenant_sinks.clone(),
-            !unreachable.is_empty(),
-        );
-        let reachable = tenant_sinks
-            .iter()
-            .filter(|(name, _)| !unreachable.contains(*name))
-            .map(|(n, s)| (n.clone(), s.clone()))
-            .collect();
-        let held_back: Vec<&String> = unreachable
-            .iter()
-            .filter_map(|name| tenant_sinks.get(name))
-            .flat_map(|s| &s.topics)
-            .collect();
-        let mut effective = config.clone();
-        effective.kafka.topics.retain(|t| !held_back.contains(&t));
-        let stopping = until_stopped(stopped.clone());
-        let effective = match effective.with_tenant_sinks(&reachable) {
-            Ok(effective) => effective,
-            Err(e) => {
-                tracing::error!(error = %e, "the tenants' sinks do not fit the configuration; waiting for a change");
-                tokio::select! { _ = stopping => break Ok(()), _ = restart => continue }
-            }
-        };
-        let shutdown = async {
-            tokio::select! { _ = stopping => {}, _ = restart => {} }
-        };
-        let result = floe::pipeline::run(effective, stats.clone(), control.clone(), shutdown).await;
-        if *stopped.borrow() || control.is_none() || result.is_err() {
-            break result;
-        }
-        tracing::info!("tenant sinks changed: pipeline restarted");
-    };
+    let result =
+        floe::pipeline::run_with_tenant_sinks(config, stats, control, stopped.clone()).await;
     if let Some(admin) = admin {
         admin.abort();
     }
     Ok(result?)
-}
-
-/// The tenants' sinks that cannot be opened now, each logged with its reason.
-async fn unreachable_sinks(
-    sinks: &std::collections::BTreeMap<String, floe::config::SinkConfig>,
-) -> Vec<String> {
-    let mut out = Vec::new();
-    for (name, sink) in sinks {
-        let probe = sink.clone();
-        let reached = tokio::task::spawn_blocking(move || {
-            floe::sink::open(&probe)?.offset_reader()?.stored_offsets()
-        })
-        .await;
-        if let Ok(Err(e)) = reached {
-            tracing::error!(sink = %name, error = %e, "tenant sink unreachable: its topics wait");
-            out.push(name.clone());
-        }
-    }
-    out
-}
-
-/// Resolves when the tenants' sinks differ from `current`, or after a while when some
-/// could not be reached (to try them again).
-async fn restart_when_sinks_change(
-    control: Option<Arc<floe::control::ControlPlane>>,
-    current: std::collections::BTreeMap<String, floe::config::SinkConfig>,
-    retry: bool,
-) {
-    let Some(control) = control else {
-        return std::future::pending().await;
-    };
-    let mut changes = control.subscribe();
-    let retry_later = async {
-        if retry {
-            tokio::time::sleep(Duration::from_secs(30)).await
-        } else {
-            std::future::pending().await
-        }
-    };
-    let changed = async {
-        while changes.changed().await.is_ok() {
-            if control.tenant_sinks() != current {
-                return;
-            }
-        }
-        std::future::pending().await
-    };
-    tokio::select! { _ = retry_later => {}, _ = changed => {} }
 }
 
 /// One admin API request; prints the answer as JSON.

@@ -17,7 +17,10 @@ use tokio::sync::mpsc as tokio_mpsc;
 
 mod lanes;
 mod load;
+mod restart;
 mod routes;
+
+pub use restart::run_with_tenant_sinks;
 
 use crate::batch::Batch;
 use crate::change::{Event, KafkaPosition};
