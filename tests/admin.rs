@@ -609,15 +609,7 @@ fn validator_versions_swap_in_a_running_pipeline() {
     let call = |method: &str, path: &str, key: &str, content_type: &str, body: &[u8]| {
         api(&addr, method, path, key, content_type, body)
     };
-    let (status, created) = call(
-        "POST",
-        "/v1/tenants",
-        OPERATOR,
-        "application/json",
-        br#"{"name":"acme"}"#,
-    );
-    assert_eq!(status, 201, "{created}");
-    let key = created["api_key"].as_str().expect("key").to_string();
+    let key = create_tenant(&addr, OPERATOR, "acme");
     let validator = "/v1/tenants/acme/validators/orders";
     let loads = || floe.log_text().matches("routes loaded").count();
     // Each control-plane change is followed by a reload of the pipeline's routes.
@@ -957,15 +949,7 @@ fn a_looping_tenant_does_not_slow_another_tenant_down() {
     // Both tenants run the looping component; only A's data holds its trigger.
     let looping = read(guest("poison-infinite-loop"));
     for (tenant, table) in [("a", "a_notes"), ("b", "b_notes")] {
-        let (_, created) = api(
-            &addr,
-            "POST",
-            "/v1/tenants",
-            OPERATOR,
-            "application/json",
-            format!(r#"{{"name":"{tenant}"}}"#).as_bytes(),
-        );
-        let key = created["api_key"].as_str().expect("key").to_string();
+        let key = create_tenant(&addr, OPERATOR, tenant);
         let base = format!("/v1/tenants/{tenant}");
         for (method, path, content_type, body) in [
             (

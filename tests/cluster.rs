@@ -78,16 +78,7 @@ fn two_nodes_share_the_control_plane_and_the_partitions() {
     let mut b = start_node(&broker, &fakesnow, &dir, "b", &addr_b);
 
     // Everything through node A.
-    let (status, created) = api(
-        &addr_a,
-        "POST",
-        "/v1/tenants",
-        OPERATOR,
-        "application/json",
-        br#"{"name":"acme"}"#,
-    );
-    assert_eq!(status, 201, "{created}");
-    let key = created["api_key"].as_str().expect("key").to_string();
+    let key = create_tenant(&addr_a, OPERATOR, "acme");
     let validator = "/v1/tenants/acme/validators/orders";
     let wasm = std::fs::read(guest("transactions-validator")).expect("guest");
     for (method, path, content_type, body) in [

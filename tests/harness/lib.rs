@@ -638,3 +638,21 @@ pub fn note_record(table: &str, id: i64, text: &str) -> (String, Vec<u8>) {
     });
     (format!("{{\"id\":{id}}}"), value.to_string().into_bytes())
 }
+
+/// Creates a tenant through the admin API at `addr`; its first API key.
+pub fn create_tenant(addr: &str, operator_key: &str, name: &str) -> String {
+    let body = serde_json::json!({ "name": name }).to_string();
+    let (status, created) = api(
+        addr,
+        "POST",
+        "/v1/tenants",
+        operator_key,
+        "application/json",
+        body.as_bytes(),
+    );
+    assert_eq!(status, 201, "creating tenant {name}: {created}");
+    created["api_key"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no key in {created}"))
+        .to_string()
+}
