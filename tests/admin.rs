@@ -37,6 +37,7 @@ impl Api {
                 ..SandboxLimits::default()
             },
             stats: None,
+            broker: None,
         };
         Api {
             state,
@@ -486,7 +487,7 @@ fn every_route_refuses_no_key_a_wrong_key_and_another_tenants_key() {
 /// stops it on SIGTERM.
 #[test]
 fn floe_run_serves_the_admin_api() {
-    let broker = Broker::start("admin-http");
+    let mut broker = Broker::start("admin-http");
     let dir = scratch_dir("admin-http");
     let topic = "dbserver1.public.transactions";
     broker.create_topic(topic, 1);
@@ -498,7 +499,9 @@ fn floe_run_serves_the_admin_api() {
             .filter(|(s, _)| *s == 200)
     });
     assert!(
-        ready.contains("\"kafka\":\"closed\"") && ready.contains("\"sink\":\"closed\""),
+        ready.contains("\"kafka\":\"closed\"")
+            && ready.contains("\"sink\":\"closed\"")
+            && ready.contains("\"kafka_cluster\":\"reachable\""),
         "{status} {ready}"
     );
 
@@ -582,6 +585,25 @@ fn floe_run_serves_the_admin_api() {
     let (code, _, err) = cli(&globex, &["tenant", "list"]);
     assert_ne!(code, 0);
     assert!(err.contains("403 forbidden"), "{err}");
+
+    // Readiness asks the Kafka cluster itself: not ready while it is down, ready again
+    // once it is back.
+    broker.stop();
+    let (_, not_ready) = wait_for("not ready", Duration::from_secs(30), || {
+        http(&addr, "GET", "/readyz", &[], b"")
+            .ok()
+            .filter(|(s, _)| *s == 503)
+    });
+    assert!(
+        not_ready.contains("\"kafka_cluster\":\"unreachable\""),
+        "{not_ready}"
+    );
+    broker.restart();
+    wait_for("ready again", Duration::from_secs(60), || {
+        http(&addr, "GET", "/readyz", &[], b"")
+            .ok()
+            .filter(|(s, _)| *s == 200)
+    });
 
     assert_eq!(
         floe.terminate(Duration::from_secs(30)),

@@ -173,6 +173,26 @@ pub fn connect(
     Ok(client.create_with_context(context)?)
 }
 
+/// A client that only asks the brokers for metadata: is the cluster reachable now?
+pub struct BrokerProbe(rdkafka::consumer::BaseConsumer);
+
+impl BrokerProbe {
+    pub fn new(config: &KafkaConfig) -> Result<Self, rdkafka::error::KafkaError> {
+        let mut client = ClientConfig::new();
+        for (k, v) in &config.properties {
+            client.set(k, v);
+        }
+        Ok(Self(
+            client.set("bootstrap.servers", &config.brokers).create()?,
+        ))
+    }
+
+    /// Blocks up to `timeout` for a metadata answer.
+    pub fn check(&self, timeout: Duration) -> Result<(), rdkafka::error::KafkaError> {
+        self.0.fetch_metadata(None, timeout).map(|_| ())
+    }
+}
+
 /// The partition ids of `topic`, or `None` when the broker does not know the topic.
 pub fn topic_partitions<C: rdkafka::consumer::ConsumerContext>(
     consumer: &impl Consumer<C>,

@@ -178,6 +178,12 @@ impl Broker {
         broker
     }
 
+    /// Kills the broker (SIGKILL); `restart` brings it back.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Kills the broker (SIGKILL) and starts it again on the same port and storage.
     pub fn restart(&mut self) {
         let _ = self.child.kill();

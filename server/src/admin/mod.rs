@@ -39,6 +39,8 @@ pub struct AdminState {
     pub limits: SandboxLimits,
     /// The pipeline's counters and breakers, for `/readyz` and `/v1/stats`.
     pub stats: Option<Arc<Stats>>,
+    /// Asks the Kafka cluster for metadata on each `/readyz`.
+    pub broker: Option<Arc<crate::source::BrokerProbe>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -87,6 +89,7 @@ impl AdminState {
                 ..SandboxLimits::default()
             },
             stats: None,
+            broker: crate::source::BrokerProbe::new(kafka).ok().map(Arc::new),
         })
     }
 }
@@ -225,11 +228,36 @@ async fn readyz(State(state): State<AdminState>) -> (StatusCode, Json<Value>) {
         .as_ref()
         .map(|s| s.breaker_states())
         .unwrap_or_default();
-    let ready = running && breakers.iter().all(|(_, s)| *s == "closed");
-    let dependencies: serde_json::Map<String, Value> = breakers
+    let broker_reachable = match state.broker.clone() {
+        Some(probe) => {
+            let checked =
+                tokio::task::spawn_blocking(move || probe.check(std::time::Duration::from_secs(2)))
+                    .await;
+            match checked {
+                Ok(Ok(())) => Some(true),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "readiness: the Kafka cluster does not answer");
+                    Some(false)
+                }
+                Err(_) => Some(false),
+            }
+        }
+        None => None,
+    };
+    let ready =
+        running && broker_reachable != Some(false) && breakers.iter().all(|(_, s)| *s == "closed");
+    let mut dependencies: serde_json::Map<String, Value> = breakers
         .into_iter()
         .map(|(n, s)| (n, Value::from(s)))
         .collect();
+    if let Some(reachable) = broker_reachable {
+        let word = if reachable {
+            "reachable"
+        } else {
+            "unreachable"
+        };
+        dependencies.insert("kafka_cluster".into(), Value::from(word));
+    }
     let status = if ready {
         StatusCode::OK
     } else {

@@ -193,6 +193,10 @@ pub async fn run(
         decoder: Decoder::new(),
         routes: &routes,
         kafka_breaker,
+        broker_probe: Arc::new(
+            crate::source::BrokerProbe::new(&config.kafka).map_err(SourceError::from)?,
+        ),
+        probing: Arc::new(AtomicBool::new(false)),
         lane_of_topic: config
             .kafka
             .topics
@@ -237,6 +241,9 @@ struct Loop<'a> {
     decoder: Decoder,
     routes: &'a SharedRoutes,
     kafka_breaker: Arc<Breaker>,
+    broker_probe: Arc<crate::source::BrokerProbe>,
+    /// A metadata probe of the Kafka cluster is under way.
+    probing: Arc<AtomicBool>,
     /// Each configured topic (interned) and the lane that loads it.
     lane_of_topic: Vec<(Arc<str>, usize)>,
     lanes: Vec<Lane>,
@@ -282,6 +289,7 @@ impl Loop<'_> {
                 },
                 _ = tick.tick() => {}
             }
+            self.probe_kafka();
             self.drop_revoked();
             self.pause_or_resume();
             for lane in 0..self.lanes.len() {
@@ -294,6 +302,30 @@ impl Loop<'_> {
                 tracing::info!(target: "floe::stats", "{}", self.stats.line());
             }
         }
+    }
+
+    /// An idle topic brings no message to close the Kafka breaker after an outage: once
+    /// its cool-down has passed, a metadata request to the cluster is the probe.
+    fn probe_kafka(&self) {
+        let breaker = &self.kafka_breaker;
+        if !breaker.is_tripped()
+            || breaker.delay(Duration::ZERO) > Duration::ZERO
+            || self.probing.swap(true, Ordering::Relaxed)
+        {
+            return;
+        }
+        let (probe, breaker, probing) = (
+            self.broker_probe.clone(),
+            breaker.clone(),
+            self.probing.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            match probe.check(Duration::from_secs(2)) {
+                Ok(()) => breaker.record_success(),
+                Err(_) => breaker.record_failure(),
+            }
+            probing.store(false, Ordering::Relaxed);
+        });
     }
 
     /// After shutdown: wait for the batches in flight, flush what is held, commit.
