@@ -742,6 +742,27 @@ fn validator_versions_swap_in_a_running_pipeline() {
         "{stats}"
     );
     assert!(table["accepted"].as_u64() > Some(8000) && table["loaded"].as_u64() > Some(0));
+    // The same figures for Prometheus, the version in force included.
+    let (status, metrics) = http(
+        &addr,
+        "GET",
+        "/metrics",
+        &[("authorization", &format!("Bearer {OPERATOR}"))],
+        b"",
+    )
+    .expect("metrics");
+    assert_eq!(status, 200, "{metrics}");
+    for line in [
+        format!(
+            "floe_table_changes_total{{tenant=\"acme\",table=\"transactions\",verdict=\"rejected\"}} {}",
+            table["rejected"]
+        ),
+        "floe_validator_version{tenant=\"acme\",table=\"transactions\",validator=\"acme/orders@v1\"} 1"
+            .to_string(),
+        "floe_breaker_state{breaker=\"sink\",state=\"closed\"} 1".to_string(),
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in\n{metrics}");
+    }
     assert_eq!(
         floe.terminate(Duration::from_secs(30)),
         0,

@@ -12,6 +12,7 @@ pub mod control;
 pub mod debezium;
 pub mod dlq;
 pub mod generate;
+pub mod metrics;
 pub mod pipeline;
 pub mod replay;
 pub mod resilience;

@@ -158,6 +158,7 @@ pub fn app(state: AdminState) -> Router {
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi))
         .route("/v1/stats", get(stats))
+        .route("/metrics", get(metrics))
         .route("/v1/tenants", post(create_tenant).get(list_tenants))
         .route(
             "/v1/tenants/{tenant}",
@@ -268,6 +269,18 @@ async fn readyz(State(state): State<AdminState>) -> (StatusCode, Json<Value>) {
         status,
         Json(json!({"status": word, "dependencies": dependencies})),
     )
+}
+
+/// Prometheus exposition (operator key: the labels name tenants and tables).
+async fn metrics(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+) -> Result<([(header::HeaderName, &'static str); 1], String), ApiError> {
+    require_operator(&state, &headers)?;
+    let stats = state.stats.clone().unwrap_or_default();
+    let text = crate::metrics::render(&stats)
+        .map_err(|_| ApiError::internal("the metrics could not be rendered"))?;
+    Ok(([(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)], text))
 }
 
 async fn stats(
