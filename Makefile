@@ -12,7 +12,7 @@ FAKESNOW_VERSION := 0.12.1
 FAKESNOW := $(CACHE)/fakesnow/.installed-$(FAKESNOW_VERSION)
 export FLOE_FAKESNOW_PYTHON := $(CACHE)/fakesnow/bin/python
 
-.PHONY: help demo test build tansu guests fakesnow bench fmt lint clean-demo
+.PHONY: help demo test build tansu guests fakesnow prometheus bench fmt lint clean-demo
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort
@@ -32,6 +32,10 @@ $(FAKESNOW):
 		'snowflake-connector-python<5' uvicorn
 	touch $@
 
+prometheus: ## Install Prometheus (Debian package) for the metrics tests, unless present
+	@command -v prometheus >/dev/null || apt-get install -y --no-install-recommends prometheus \
+		|| (apt-get update && apt-get install -y --no-install-recommends prometheus)
+
 fakesnow: $(FAKESNOW) ## Install the fakesnow Snowflake emulator (Python venv) into the cache
 
 guests: ## Build the example and hostile validators (wasm32-wasip2 components)
@@ -42,7 +46,7 @@ build: ## Build floe, its tests and its binaries (debug)
 
 test: ## Run every test: unit tests and end-to-end tests against a real broker
 	$(MAKE) -j2 tansu build
-	$(MAKE) guests fakesnow
+	$(MAKE) guests fakesnow prometheus
 	cargo test --workspace -- --test-threads=1
 
 demo: ## Broker + load generator + floe (with a validator) into DuckDB, then what landed

@@ -114,41 +114,6 @@ impl Api {
     }
 }
 
-/// `floe run` with the admin API on `addr`, reading `topic` into DuckDB under `dir`, and
-/// waits until the API answers.
-fn start_floe_with_admin(
-    broker: &Broker,
-    dir: &Path,
-    topic: &str,
-    group: &str,
-    addr: &str,
-) -> Floe {
-    let env = vec![
-        ("FLOE_KAFKA_BROKERS", broker.addr.clone()),
-        ("FLOE_KAFKA_TOPICS", topic.to_string()),
-        ("FLOE_KAFKA_GROUP", group.to_string()),
-        ("FLOE_KAFKA_ASSIGNMENT", "all".to_string()),
-        ("FLOE_BATCH_MAX_AGE_MS", "100".to_string()),
-        (
-            "FLOE_DUCKDB_PATH",
-            dir.join("floe.duckdb").display().to_string(),
-        ),
-        (
-            "FLOE_WASM_CACHE_DIR",
-            dir.join("wasm-cache").display().to_string(),
-        ),
-        ("FLOE_ADMIN_LISTEN", addr.to_string()),
-        ("FLOE_ADMIN_DIR", dir.join("control").display().to_string()),
-        ("FLOE_OPERATOR_KEY", OPERATOR.to_string()),
-    ];
-    let floe = Floe::start(&env, dir.join("floe.log"));
-    let (status, _) = wait_for("the admin API", Duration::from_secs(60), || {
-        http(addr, "GET", "/healthz", &[], b"").ok()
-    });
-    assert_eq!(status, 200);
-    floe
-}
-
 fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("")
 }
@@ -492,7 +457,7 @@ fn floe_run_serves_the_admin_api() {
     let topic = "dbserver1.public.transactions";
     broker.create_topic(topic, 1);
     let addr = format!("127.0.0.1:{}", free_port());
-    let mut floe = start_floe_with_admin(&broker, &dir, topic, "admin-http", &addr);
+    let mut floe = start_floe_with_admin(&broker, &dir, topic, "admin-http", &addr, OPERATOR);
     let (status, ready) = wait_for("readiness", Duration::from_secs(60), || {
         http(&addr, "GET", "/readyz", &[], b"")
             .ok()
@@ -627,7 +592,7 @@ fn validator_versions_swap_in_a_running_pipeline() {
     let topic = "dbserver1.public.transactions";
     broker.create_topic(topic, 1);
     let addr = format!("127.0.0.1:{}", free_port());
-    let mut floe = start_floe_with_admin(&broker, &dir, topic, "admin-swap", &addr);
+    let mut floe = start_floe_with_admin(&broker, &dir, topic, "admin-swap", &addr, OPERATOR);
     let call = |method: &str, path: &str, key: &str, content_type: &str, body: &[u8]| {
         api(&addr, method, path, key, content_type, body)
     };
@@ -993,30 +958,7 @@ fn a_looping_tenant_does_not_slow_another_tenant_down() {
     let looping = read(guest("poison-infinite-loop"));
     for (tenant, table) in [("a", "a_notes"), ("b", "b_notes")] {
         let key = create_tenant(&addr, OPERATOR, tenant);
-        let base = format!("/v1/tenants/{tenant}");
-        for (method, path, content_type, body) in [
-            (
-                "PUT",
-                format!("{base}/validators/notes"),
-                "application/wasm",
-                looping.clone(),
-            ),
-            (
-                "POST",
-                format!("{base}/validators/notes/activate"),
-                "application/json",
-                br#"{"version":1}"#.to_vec(),
-            ),
-            (
-                "PUT",
-                format!("{base}/routes/{table}"),
-                "application/json",
-                br#"{"validator":"notes"}"#.to_vec(),
-            ),
-        ] {
-            let (status, answer) = api(&addr, method, &path, &key, content_type, &body);
-            assert!(status < 300, "{method} {path}: {status} {answer}");
-        }
+        route_through_validator(&addr, &key, tenant, "notes", looping.clone(), table);
     }
     let sink_b = |path: &Path| {
         format!(

@@ -81,24 +81,7 @@ fn two_nodes_share_the_control_plane_and_the_partitions() {
     let key = create_tenant(&addr_a, OPERATOR, "acme");
     let validator = "/v1/tenants/acme/validators/orders";
     let wasm = std::fs::read(guest("transactions-validator")).expect("guest");
-    for (method, path, content_type, body) in [
-        ("PUT", validator.to_string(), "application/wasm", wasm),
-        (
-            "POST",
-            format!("{validator}/activate"),
-            "application/json",
-            br#"{"version":1}"#.to_vec(),
-        ),
-        (
-            "PUT",
-            "/v1/tenants/acme/routes/transactions".to_string(),
-            "application/json",
-            br#"{"validator":"orders"}"#.to_vec(),
-        ),
-    ] {
-        let (status, answer) = api(&addr_a, method, &path, &key, content_type, &body);
-        assert!(status < 300, "{method} {path}: {status} {answer}");
-    }
+    route_through_validator(&addr_a, &key, "acme", "orders", wasm, "transactions");
     // Node B knows the tenant's key, the version and the route, and runs the validator.
     let (status, seen) = api(&addr_b, "GET", validator, &key, "", b"");
     assert_eq!(status, 200, "{seen}");

@@ -9,10 +9,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod fakesnow;
+pub mod prometheus;
 
 pub use fakesnow::{Fakesnow, TRANSACTIONS_QUERY};
 pub use floe::generate::{produce, Profile, Workload};
 pub use floe::source::PartitionProgress;
+pub use prometheus::Prometheus;
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -661,4 +663,77 @@ pub fn create_tenant(addr: &str, operator_key: &str, name: &str) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("no key in {created}"))
         .to_string()
+}
+
+/// `floe run` with the admin API on `addr`, reading `topic` into DuckDB under `dir`, and
+/// waits until the API answers.
+pub fn start_floe_with_admin(
+    broker: &Broker,
+    dir: &Path,
+    topic: &str,
+    group: &str,
+    addr: &str,
+    operator_key: &str,
+) -> Floe {
+    let env = vec![
+        ("FLOE_KAFKA_BROKERS", broker.addr.clone()),
+        ("FLOE_KAFKA_TOPICS", topic.to_string()),
+        ("FLOE_KAFKA_GROUP", group.to_string()),
+        ("FLOE_KAFKA_ASSIGNMENT", "all".to_string()),
+        ("FLOE_BATCH_MAX_AGE_MS", "100".to_string()),
+        (
+            "FLOE_DUCKDB_PATH",
+            dir.join("floe.duckdb").display().to_string(),
+        ),
+        (
+            "FLOE_WASM_CACHE_DIR",
+            dir.join("wasm-cache").display().to_string(),
+        ),
+        ("FLOE_ADMIN_LISTEN", addr.to_string()),
+        ("FLOE_ADMIN_DIR", dir.join("control").display().to_string()),
+        ("FLOE_OPERATOR_KEY", operator_key.to_string()),
+    ];
+    let floe = Floe::start(&env, dir.join("floe.log"));
+    let (status, _) = wait_for("the admin API", Duration::from_secs(60), || {
+        http(addr, "GET", "/healthz", &[], b"").ok()
+    });
+    assert_eq!(status, 200);
+    floe
+}
+
+/// Uploads `wasm` as the tenant's validator `name`, activates that version and routes
+/// `table` through it, over the admin API at `addr`.
+pub fn route_through_validator(
+    addr: &str,
+    key: &str,
+    tenant: &str,
+    name: &str,
+    wasm: Vec<u8>,
+    table: &str,
+) {
+    let base = format!("/v1/tenants/{tenant}");
+    let route = serde_json::json!({ "validator": name }).to_string();
+    for (method, path, content_type, body) in [
+        (
+            "PUT",
+            format!("{base}/validators/{name}"),
+            "application/wasm",
+            wasm,
+        ),
+        (
+            "POST",
+            format!("{base}/validators/{name}/activate"),
+            "application/json",
+            br#"{"version":1}"#.to_vec(),
+        ),
+        (
+            "PUT",
+            format!("{base}/routes/{table}"),
+            "application/json",
+            route.into_bytes(),
+        ),
+    ] {
+        let (status, answer) = api(addr, method, &path, key, content_type, &body);
+        assert!(status < 300, "{method} {path}: {status} {answer}");
+    }
 }
