@@ -12,7 +12,7 @@ FAKESNOW_VERSION := 0.12.1
 FAKESNOW := $(CACHE)/fakesnow/.installed-$(FAKESNOW_VERSION)
 export FLOE_FAKESNOW_PYTHON := $(CACHE)/fakesnow/bin/python
 
-.PHONY: help demo test build tansu guests fakesnow prometheus bench fmt lint clean-demo
+.PHONY: help demo test build tansu guests fakesnow prometheus health bench fmt lint clean-demo
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort
@@ -60,6 +60,9 @@ bench: tansu guests ## Raw consume+parse vs floe end to end, with and without a 
 
 fmt: ## Format the code
 	cargo fmt --all
+
+health: ## Ask a running floe whether it is ready (FLOE_API, default http://127.0.0.1:8080)
+	@curl -sS $${FLOE_API:-http://127.0.0.1:8080}/readyz; echo
 
 lint: ## Formatting and clippy, warnings are errors
 	cargo fmt --all -- --check

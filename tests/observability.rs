@@ -59,10 +59,131 @@ fn prometheus_scrapes_what_floe_did() {
         Some(messages as f64)
     );
     assert_eq!(prometheus.value("floe_pipeline_running"), Some(1.0));
+
+    // The shipped dashboards ask only for series floe exports, in queries Prometheus takes.
+    let (_, exposition) = http(
+        &addr,
+        "GET",
+        "/metrics",
+        &[("authorization", &format!("Bearer {OPERATOR}"))],
+        b"",
+    )
+    .expect("metrics");
+    let exported: std::collections::BTreeSet<&str> = exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split(['{', ' ']).next())
+        .collect();
+    let queries = dashboard_queries();
+    assert!(queries.len() >= 8, "{queries:?}");
+    for query in &queries {
+        for name in metric_names(query) {
+            assert!(
+                exported.contains(name.as_str()),
+                "{query}: floe exports no {name}"
+            );
+        }
+        let answer = prometheus.query(query);
+        assert_eq!(answer["status"], "success", "{query}: {answer}");
+    }
     assert_eq!(
         floe.terminate(Duration::from_secs(30)),
         0,
         "{}",
         floe.log_text()
     );
+}
+
+/// `floe check` says, per dependency, OK or exactly what failed, and exits non-zero when
+/// anything did.
+#[test]
+fn floe_check_names_each_dependency_and_what_failed() {
+    let broker = Broker::start("obs-check");
+    let dir = scratch_dir("obs-check");
+    broker.create_topic("present", 1);
+    broker.create_topic("floe.dlq", 1);
+    let good = [
+        ("FLOE_KAFKA_BROKERS", broker.addr.clone()),
+        ("FLOE_KAFKA_TOPICS", "present".to_string()),
+        (
+            "FLOE_DUCKDB_PATH",
+            dir.join("floe.duckdb").display().to_string(),
+        ),
+    ];
+    let (status, out, err) = floe_command(&["check"], &good);
+    assert_eq!(status, 0, "{out}{err}");
+    for line in [
+        format!("OK    kafka brokers {}", broker.addr),
+        "OK    source topic present".to_string(),
+        "OK    DLQ topic floe.dlq".to_string(),
+        format!("OK    sink (duckdb {})", dir.join("floe.duckdb").display()),
+    ] {
+        assert!(out.lines().any(|l| l == line), "{line:?} in\n{out}");
+    }
+
+    // A file's path as a directory: no DuckDB file can be made there.
+    let unwritable = dir.join("floe.duckdb").join("nested.duckdb");
+    let bad = [
+        ("FLOE_KAFKA_BROKERS", broker.addr.clone()),
+        ("FLOE_KAFKA_TOPICS", "present,absent".to_string()),
+        ("FLOE_DUCKDB_PATH", unwritable.display().to_string()),
+    ];
+    let (status, out, err) = floe_command(&["check"], &bad);
+    assert_ne!(status, 0, "{out}");
+    assert!(err.contains("2 of 5 checks failed"), "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("FAIL  source topic absent: missing")),
+        "{out}"
+    );
+    let sink = format!("FAIL  sink (duckdb {}): ", unwritable.display());
+    assert!(out.lines().any(|l| l.starts_with(&sink)), "{out}");
+
+    let down = [
+        ("FLOE_KAFKA_BROKERS", format!("127.0.0.1:{}", free_port())),
+        ("FLOE_KAFKA_TOPICS", "present".to_string()),
+        (
+            "FLOE_DUCKDB_PATH",
+            dir.join("floe.duckdb").display().to_string(),
+        ),
+    ];
+    let (status, out, _) = floe_command(&["check"], &down);
+    assert_ne!(status, 0);
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("FAIL  kafka brokers 127.0.0.1:")),
+        "{out}"
+    );
+}
+
+/// Every query of the Grafana dashboards under `otel/`.
+fn dashboard_queries() -> Vec<String> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../otel/grafana/dashboards");
+    let mut queries = Vec::new();
+    for entry in std::fs::read_dir(&dir).expect("dashboards") {
+        let path = entry.expect("entry").path();
+        let text = std::fs::read_to_string(&path).expect("dashboard");
+        let dashboard: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()));
+        for panel in dashboard["panels"].as_array().expect("panels") {
+            assert!(panel["title"].is_string(), "{panel}");
+            for target in panel["targets"].as_array().expect("targets") {
+                queries.push(target["expr"].as_str().expect("expr").to_string());
+            }
+        }
+    }
+    queries
+}
+
+/// The `floe_…` series names a query mentions.
+fn metric_names(query: &str) -> Vec<String> {
+    query
+        .match_indices("floe_")
+        .map(|(at, _)| {
+            query[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect()
+        })
+        .collect()
 }

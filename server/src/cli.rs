@@ -48,6 +48,13 @@ pub enum Command {
         #[command(subcommand)]
         command: RouteCommand,
     },
+    /// Reach each dependency of a configuration (brokers, topics, sinks) and say, for
+    /// each, OK or what failed; exits non-zero when one failed.
+    Check {
+        /// TOML configuration file; without it, defaults and FLOE_* variables apply.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
     /// Run the pipeline until SIGTERM/SIGINT.
     Run {
         /// TOML configuration file; without it, defaults and FLOE_* variables apply.

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod batch;
 pub mod change;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod control;

@@ -31,6 +31,16 @@ fn main() -> anyhow::Result<()> {
         Command::Route { api, command } => {
             call_api(&runtime, &api, floe::admin::client::route(&command))
         }
+        Command::Check { config } => {
+            let config = Config::load(config.as_deref())?;
+            let findings = floe::check::check(&config);
+            for finding in &findings {
+                println!("{finding}");
+            }
+            let failed = findings.iter().filter(|f| f.problem.is_some()).count();
+            anyhow::ensure!(failed == 0, "{failed} of {} checks failed", findings.len());
+            Ok(())
+        }
         Command::Run { config } => {
             let config = Config::load(config.as_deref())?;
             let stats = Arc::new(Stats::default());

@@ -191,6 +191,11 @@ impl BrokerProbe {
     pub fn check(&self, timeout: Duration) -> Result<(), rdkafka::error::KafkaError> {
         self.0.fetch_metadata(None, timeout).map(|_| ())
     }
+
+    /// The partition ids of `topic`, or `None` when the cluster does not know it.
+    pub fn partitions(&self, topic: &str) -> Result<Option<Vec<i32>>, rdkafka::error::KafkaError> {
+        topic_partitions(&self.0, topic)
+    }
 }
 
 /// The partition ids of `topic`, or `None` when the broker does not know the topic.

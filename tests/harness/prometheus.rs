@@ -79,9 +79,14 @@ impl Prometheus {
         serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
     }
 
+    /// The answer to an instant query.
+    pub fn query(&self, query: &str) -> serde_json::Value {
+        self.get(&format!("/api/v1/query?query={}", encode(query)))
+    }
+
     /// The value of an instant query that yields one sample, if it does.
     pub fn value(&self, query: &str) -> Option<f64> {
-        let answer = self.get(&format!("/api/v1/query?query={}", encode(query)));
+        let answer = self.query(query);
         let result = answer["data"]["result"].as_array()?;
         match result.as_slice() {
             [sample] => sample["value"][1].as_str()?.parse().ok(),
