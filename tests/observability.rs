@@ -59,6 +59,16 @@ fn prometheus_scrapes_what_floe_did() {
         Some(messages as f64)
     );
     assert_eq!(prometheus.value("floe_pipeline_running"), Some(1.0));
+    assert_eq!(
+        prometheus.value("floe_end_to_end_seconds_count"),
+        prometheus.value("floe_rows_loaded_total"),
+        "one lag observation per row loaded"
+    );
+    assert_eq!(
+        prometheus.value("floe_flush_duration_seconds_count"),
+        prometheus.value("floe_flushes_total")
+    );
+    assert!(prometheus.value("floe_validator_duration_seconds_count") > Some(0.0));
 
     // The shipped dashboards ask only for series floe exports, in queries Prometheus takes.
     let (_, exposition) = http(

@@ -194,7 +194,34 @@ impl Collector for StatsCollector {
             "floe_validator_version",
             "the validator version in force per table",
             versions,
-        )
+        )?;
+        let timings = &s.timings;
+        for (name, help, histogram) in [
+            (
+                "floe_flush_duration_seconds",
+                "from a batch reaching its load thread to its sink commit",
+                &timings.flush_seconds,
+            ),
+            (
+                "floe_batch_rows",
+                "rows per applied batch",
+                &timings.batch_rows,
+            ),
+            (
+                "floe_end_to_end_seconds",
+                "from the source commit to the row's load",
+                &timings.end_to_end_seconds,
+            ),
+            (
+                "floe_validator_duration_seconds",
+                "one validator run over a table's changes of a batch",
+                &timings.validator_seconds,
+            ),
+        ] {
+            let metric = encoder.encode_descriptor(name, help, None, histogram.metric_type())?;
+            histogram.encode(metric)?;
+        }
+        Ok(())
     }
 }
 
@@ -228,6 +255,8 @@ mod tests {
             "floe_table_rows_loaded_total{tenant=\"acme\",table=\"Orders \\\"EU\\\"\"} 7",
             "floe_validator_version{tenant=\"acme\",table=\"Orders \\\"EU\\\"\",validator=\"acme/orders@v2\"} 1",
             "# TYPE floe_consumer_lag_messages gauge",
+            "# TYPE floe_flush_duration_seconds histogram",
+            "floe_batch_rows_count 0",
             "# EOF",
         ] {
             assert!(text.lines().any(|l| l == line), "{line:?} missing from:\n{text}");

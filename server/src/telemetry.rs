@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::resilience::Breaker;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 
 /// Counters shared by the pipeline stages; read by the stats line.
 #[derive(Debug, Default)]
@@ -34,6 +35,31 @@ pub struct Stats {
     breakers: Mutex<Vec<Arc<Breaker>>>,
     /// Verdicts by source table, rows loaded by target table.
     tables: Mutex<BTreeMap<String, TableStats>>,
+    pub timings: Timings,
+}
+
+/// Distributions, observed where they happen; `/metrics` shows them as histograms.
+#[derive(Debug)]
+pub struct Timings {
+    /// From a batch reaching its load thread to its sink commit, retries included.
+    pub flush_seconds: Histogram,
+    /// Rows per applied batch (after in-batch deduplication).
+    pub batch_rows: Histogram,
+    /// From the source database's commit (`ts_ms`) to the row's load.
+    pub end_to_end_seconds: Histogram,
+    /// One validator's run over a table's changes of a batch.
+    pub validator_seconds: Histogram,
+}
+
+impl Default for Timings {
+    fn default() -> Self {
+        Self {
+            flush_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            batch_rows: Histogram::new(exponential_buckets(1.0, 2.0, 17)),
+            end_to_end_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 20)),
+            validator_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
+        }
+    }
 }
 
 /// One table's figures and the tenant whose route it takes.

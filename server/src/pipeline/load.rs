@@ -121,6 +121,7 @@ impl LoadStage {
                             "batch applied"
                         );
                         self.count_loaded(&batch);
+                        self.observe_applied(&batch, started);
                         let _ = done.send(Flushed {
                             lane: self.lane,
                             offsets: batch.offsets.clone(),
@@ -235,6 +236,20 @@ impl LoadStage {
         self.stop.load(Ordering::Relaxed)
     }
 
+    fn observe_applied(&self, batch: &Batch, started: Instant) {
+        let timings = &self.stats.timings;
+        timings
+            .flush_seconds
+            .observe(started.elapsed().as_secs_f64());
+        timings.batch_rows.observe(batch.rows() as f64);
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let source_times = batch.tables.values().flat_map(|t| &t.pending);
+        for ts in source_times.filter_map(|row| row.change.source.ts_ms) {
+            let lag_ms = (now_ms - ts).max(0);
+            timings.end_to_end_seconds.observe(lag_ms as f64 / 1000.0);
+        }
+    }
+
     fn count_loaded(&self, batch: &Batch) {
         let routes = self.routes.current();
         for (target, rows) in &batch.tables {
@@ -259,7 +274,13 @@ impl LoadStage {
             };
             let tag = Some((validator.name.clone(), validator.hash.clone()));
             let mut verdicts = TableStats::default();
-            for (origin, outcome) in route.validate(validator, staged) {
+            let started = Instant::now();
+            let outcomes = route.validate(validator, staged);
+            self.stats
+                .timings
+                .validator_seconds
+                .observe(started.elapsed().as_secs_f64());
+            for (origin, outcome) in outcomes {
                 match &outcome {
                     Outcome::Accept(_) => verdicts.accepted += 1,
                     Outcome::Reject { .. } => verdicts.rejected += 1,
