@@ -708,15 +708,7 @@ fn validator_versions_swap_in_a_running_pipeline() {
     );
     assert!(table["accepted"].as_u64() > Some(8000) && table["loaded"].as_u64() > Some(0));
     // The same figures for Prometheus, the version in force included.
-    let (status, metrics) = http(
-        &addr,
-        "GET",
-        "/metrics",
-        &[("authorization", &format!("Bearer {OPERATOR}"))],
-        b"",
-    )
-    .expect("metrics");
-    assert_eq!(status, 200, "{metrics}");
+    let metrics = metrics_text(&addr, OPERATOR);
     for line in [
         format!(
             "floe_table_changes_total{{tenant=\"acme\",table=\"transactions\",verdict=\"rejected\"}} {}",

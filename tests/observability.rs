@@ -71,14 +71,7 @@ fn prometheus_scrapes_what_floe_did() {
     assert!(prometheus.value("floe_validator_duration_seconds_count") > Some(0.0));
 
     // The shipped dashboards ask only for series floe exports, in queries Prometheus takes.
-    let (_, exposition) = http(
-        &addr,
-        "GET",
-        "/metrics",
-        &[("authorization", &format!("Bearer {OPERATOR}"))],
-        b"",
-    )
-    .expect("metrics");
+    let exposition = metrics_text(&addr, OPERATOR);
     let exported: std::collections::BTreeSet<&str> = exposition
         .lines()
         .filter(|l| !l.starts_with('#'))

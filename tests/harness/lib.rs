@@ -737,3 +737,12 @@ pub fn route_through_validator(
         assert!(status < 300, "{method} {path}: {status} {answer}");
     }
 }
+
+/// floe's `/metrics` exposition at `addr`, read with the operator key.
+pub fn metrics_text(addr: &str, operator_key: &str) -> String {
+    let auth = format!("Bearer {operator_key}");
+    let (status, text) = http(addr, "GET", "/metrics", &[("authorization", &auth)], b"")
+        .unwrap_or_else(|e| panic!("GET /metrics on {addr}: {e}"));
+    assert_eq!(status, 200, "{text}");
+    text
+}
