@@ -8,7 +8,9 @@
 //!   record accepted at offset R. A record is accepted only when it is based on the latest
 //!   accepted one — a compare-and-set decided by log order, so every node accepts the same
 //!   records. The node whose change lost a race makes it again on the winner's state.
-//!   Compaction keeps the latest `state`.
+//!   Compaction keeps the latest `state`, so a replay may start from a record whose base
+//!   is gone: it is taken as it is, and should it be a loser whose writer died, the
+//!   winners' next change (derived from a state between its base and itself) replaces it.
 //! - `component/{hash}/{i}/{n}`: chunk `i` of `n` of a component, written before the state
 //!   that names it. Never rewritten, so compaction keeps every chunk.
 
@@ -245,6 +247,7 @@ impl Drop for ControlLog {
 /// Runs on its own thread: applies every record of the topic, in order.
 fn follow(consumer: BaseConsumer, shared: &Shared, progress: &Progress, stop: &AtomicBool) {
     let mut pieces: HashMap<String, BTreeMap<usize, Vec<u8>>> = HashMap::new();
+    let mut snapshot_base = None;
     while !stop.load(Ordering::Relaxed) {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => {
@@ -254,7 +257,7 @@ fn follow(consumer: BaseConsumer, shared: &Shared, progress: &Progress, stop: &A
                     .unwrap_or_default();
                 let payload = message.payload().unwrap_or_default();
                 if key == STATE_KEY {
-                    apply_state(shared, message.offset(), payload);
+                    apply_state(shared, &mut snapshot_base, message.offset(), payload);
                 } else if let Some(chunk) = key.strip_prefix(COMPONENT_PREFIX) {
                     apply_chunk(shared, &mut pieces, chunk, payload);
                 }
@@ -266,7 +269,9 @@ fn follow(consumer: BaseConsumer, shared: &Shared, progress: &Progress, stop: &A
     }
 }
 
-fn apply_state(shared: &Shared, offset: i64, payload: &[u8]) {
+/// `snapshot_base`: while the state is the first record read (compaction may have removed
+/// what came before it), the offset that record was derived from.
+fn apply_state(shared: &Shared, snapshot_base: &mut Option<i64>, offset: i64, payload: &[u8]) {
     let record: StateRecord = match serde_json::from_slice(payload) {
         Ok(r) => r,
         Err(e) => {
@@ -275,9 +280,25 @@ fn apply_state(shared: &Shared, offset: i64, payload: &[u8]) {
         }
     };
     let current = shared.revision();
-    // Before any accepted record (a compacted topic starts at its latest state) or on
-    // top of the latest: accepted. Anything else lost a race.
-    if current < 0 || record.based_on == current {
+    let accepted = if current < 0 {
+        // A compacted topic starts at its latest state, whatever it was derived from.
+        *snapshot_base = Some(record.based_on);
+        true
+    } else if record.based_on == current {
+        *snapshot_base = None;
+        true
+    } else if snapshot_base.is_some_and(|base| base < record.based_on && record.based_on < current)
+    {
+        // The snapshot was a losing change whose winner compaction removed: no accepted
+        // record lies between a winner and its base, so only the winners' chain derives
+        // from a state there.
+        *snapshot_base = None;
+        true
+    } else {
+        false
+    };
+    // Anything else lost a race.
+    if accepted {
         shared.install(Versioned {
             revision: offset,
             state: record.state,
@@ -372,14 +393,45 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("floe-log-state-{}", std::process::id()));
         let shared = shared(&dir);
         // A compacted topic starts at its latest state, whatever it was based on.
-        apply_state(&shared, 7, &record(3, "a"));
+        let mut base = None;
+        apply_state(&shared, &mut base, 7, &record(3, "a"));
         assert_eq!((shared.revision(), tenants(&shared)), (7, vec!["a".into()]));
-        apply_state(&shared, 8, &record(7, "b"));
-        // Based on 7 as well: it lost the race to offset 8, so no node applies it.
-        apply_state(&shared, 9, &record(7, "c"));
-        assert_eq!((shared.revision(), tenants(&shared)), (8, vec!["b".into()]));
-        apply_state(&shared, 10, b"not json");
-        assert_eq!(shared.revision(), 8);
+        // Based on 3 as well (it lost to 7), or on something older: not applied.
+        apply_state(&shared, &mut base, 8, &record(3, "x"));
+        apply_state(&shared, &mut base, 9, &record(1, "x"));
+        assert_eq!(shared.revision(), 7);
+        apply_state(&shared, &mut base, 10, &record(7, "b"));
+        // Based on 7 as well: it lost the race to offset 10, so no node applies it.
+        apply_state(&shared, &mut base, 11, &record(7, "c"));
+        assert_eq!(
+            (shared.revision(), tenants(&shared)),
+            (10, vec!["b".into()])
+        );
+        apply_state(&shared, &mut base, 12, b"not json");
+        assert_eq!(shared.revision(), 10);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_node_that_starts_from_a_losing_change_joins_the_winners_next_change() {
+        let dir = std::env::temp_dir().join(format!("floe-log-loser-{}", std::process::id()));
+        let shared = shared(&dir);
+        // History: winner at 5 (based on 2), loser at 6 (also based on 2), its writer
+        // died; compaction kept only 6. The next winner, at 9, is based on 5.
+        let mut base = None;
+        apply_state(&shared, &mut base, 6, &record(2, "loser"));
+        apply_state(&shared, &mut base, 9, &record(5, "winner"));
+        assert_eq!(
+            (shared.revision(), tenants(&shared)),
+            (9, vec!["winner".into()])
+        );
+        // From then on the node follows the chain like every other.
+        apply_state(&shared, &mut base, 10, &record(5, "late"));
+        apply_state(&shared, &mut base, 11, &record(9, "next"));
+        assert_eq!(
+            (shared.revision(), tenants(&shared)),
+            (11, vec!["next".into()])
+        );
         let _ = std::fs::remove_dir_all(dir);
     }
 
