@@ -73,14 +73,17 @@ impl From<ControlError> for ApiError {
             E::TopicClaimed { .. } => (StatusCode::CONFLICT, "topic_claimed"),
             E::Storage(detail) | E::Log(detail) => {
                 tracing::error!(error = %detail, "control-plane storage failed");
-                return Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "the request could not be stored; try again",
-                );
+                return Self::internal("the request could not be stored; try again");
             }
         };
         Self::new(status, code, e.to_string())
+    }
+}
+
+/// A request body that is not the JSON the route takes.
+impl From<axum::extract::rejection::JsonRejection> for ApiError {
+    fn from(e: axum::extract::rejection::JsonRejection) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text())
     }
 }
 
@@ -94,11 +97,7 @@ impl From<LoadError> for ApiError {
             E::WrongWorld(_) => (StatusCode::BAD_REQUEST, "wrong_world"),
             E::Read { .. } | E::Engine(_) => {
                 tracing::error!(error = %e, "validator check failed");
-                return Self::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "the component could not be checked; try again",
-                );
+                return Self::internal("the component could not be checked; try again");
             }
         };
         Self::new(status, code, e.to_string())

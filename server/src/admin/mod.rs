@@ -305,8 +305,7 @@ async fn create_tenant(
     body: Result<Json<NewTenant>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     require_operator(&state, &headers)?;
-    let Json(body) =
-        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text()))?;
+    let Json(body) = body?;
     let key = state.control.create_tenant(&body.name)?;
     tracing::info!(tenant = %body.name, "tenant created");
     Ok((
@@ -331,8 +330,7 @@ async fn set_limits(
     body: Result<Json<TenantLimits>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     require_operator(&state, &headers)?;
-    let Json(limits) =
-        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text()))?;
+    let Json(limits) = body?;
     state.control.set_limits(&tenant, limits.clone())?;
     Ok(Json(json!({"tenant": tenant, "limits": limits})))
 }
@@ -398,8 +396,7 @@ async fn set_route(
     body: Result<Json<TenantRoute>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     require_tenant(&state, &headers, &tenant)?;
-    let Json(route) =
-        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text()))?;
+    let Json(route) = body?;
     state.control.set_route(&tenant, &table, route.clone())?;
     tracing::info!(%tenant, %table, validator = ?route.validator, "route set");
     Ok(Json(json!({"table": table, "route": route})))

@@ -19,8 +19,7 @@ pub(super) async fn set_sink(
     body: Result<Json<SinkConfig>, JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     require_operator(&state, &headers)?;
-    let Json(sink) =
-        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text()))?;
+    let Json(sink) = body?;
     let current = state
         .control
         .tenant(&tenant)

@@ -109,8 +109,7 @@ pub(super) async fn activate(
     body: Result<Json<Activation>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<Value>, ApiError> {
     require_tenant(&state, &headers, &tenant)?;
-    let Json(body) =
-        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text()))?;
+    let Json(body) = body?;
     state.control.activate(&tenant, &name, body.version)?;
     tracing::info!(%tenant, validator = %name, version = body.version, "validator activated");
     Ok(Json(json!({"name": name, "active": body.version})))
@@ -137,8 +136,7 @@ pub(super) async fn dry_run_validator(
 ) -> Result<Json<Value>, ApiError> {
     use crate::control::ControlError;
     let t = require_tenant(&state, &headers, &tenant)?;
-    let Json(body) =
-        body.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_body", e.body_text()))?;
+    let Json(body) = body?;
     let entry = t
         .validators
         .get(&name)
