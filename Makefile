@@ -12,7 +12,8 @@ FAKESNOW_VERSION := 0.12.1
 FAKESNOW := $(CACHE)/fakesnow/.installed-$(FAKESNOW_VERSION)
 export FLOE_FAKESNOW_PYTHON := $(CACHE)/fakesnow/bin/python
 
-.PHONY: help demo test build tansu guests fakesnow prometheus health bench fmt lint clean-demo
+.PHONY: help demo test build tansu guests fakesnow prometheus health bench fmt lint coverage \
+	docker-up docker-down docker-logs clean-demo
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | sort
@@ -63,6 +64,32 @@ fmt: ## Format the code
 
 health: ## Ask a running floe whether it is ready (FLOE_API, default http://127.0.0.1:8080)
 	@curl -sS $${FLOE_API:-http://127.0.0.1:8080}/readyz; echo
+
+# Instrumented builds go to a target directory of their own, so the test cache stays warm.
+COVERAGE_TARGET := $(CACHE)/coverage-target
+LLVM_COV := $(CACHE)/cargo-llvm-cov/bin/cargo-llvm-cov
+
+$(LLVM_COV):
+	cargo install cargo-llvm-cov --version 0.9.1 --locked --root $(CACHE)/cargo-llvm-cov
+
+coverage: tansu guests fakesnow prometheus $(LLVM_COV) ## Line coverage of the whole test suite; prints the server crate's figure
+	rustup component add llvm-tools-preview
+	PATH=$(CACHE)/cargo-llvm-cov/bin:$$PATH CARGO_TARGET_DIR=$(COVERAGE_TARGET) bash scripts/coverage.sh
+
+DOCKER_COMPOSE := docker compose -f docker/compose.yaml
+OPERATOR_KEY_FILE := docker/secrets/floe-operator-key
+
+docker-up: ## Start the Docker stack: Postgres, Kafka, Debezium, floe, collector, Jaeger, Prometheus, Grafana
+	@test -s $(OPERATOR_KEY_FILE) || (mkdir -p $(dir $(OPERATOR_KEY_FILE)) && \
+		od -An -tx1 -N24 /dev/urandom | tr -d ' \n' > $(OPERATOR_KEY_FILE) && \
+		echo "wrote a new operator key to $(OPERATOR_KEY_FILE)")
+	$(DOCKER_COMPOSE) up -d --build
+
+docker-down: ## Stop the Docker stack (ARGS=-v also drops its volumes)
+	$(DOCKER_COMPOSE) down $(ARGS)
+
+docker-logs: ## Follow the Docker stack's logs (SERVICE=floe for one service)
+	$(DOCKER_COMPOSE) logs -f $(SERVICE)
 
 lint: ## Formatting and clippy, warnings are errors
 	cargo fmt --all -- --check

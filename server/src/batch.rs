@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use crate::change::{Column, Op, RowChange, Value};
 use crate::dlq::DeadLetter;
+use crate::telemetry::trace::BatchTrace;
 use crate::transform::Staged;
 
 /// The last change of one key within a batch, with the Kafka position it came from.
@@ -144,6 +145,8 @@ pub struct Batch {
     /// Row changes added (before deduplication).
     pub row_events: usize,
     pub started: Option<Instant>,
+    /// Its spans, opened by its first message.
+    pub trace: BatchTrace,
 }
 
 impl Batch {

@@ -37,6 +37,7 @@ pub struct Config {
     pub dlq: DlqConfig,
     pub wasm: WasmConfig,
     pub admin: AdminConfig,
+    pub telemetry: TelemetryConfig,
     /// Per-table routes: validator, target table, key columns and sandbox limits.
     pub routes: Vec<RouteConfig>,
 }
@@ -292,6 +293,41 @@ impl Default for WasmConfig {
     }
 }
 
+/// Trace export over OTLP. Where a key is unset, the standard `OTEL_*` variables apply.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// The collector, e.g. `http://otel-collector:4317` (gRPC) or `…:4318` (HTTP). Empty:
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT`; with neither,
+    /// no trace is exported (log lines still carry trace ids).
+    pub otlp_endpoint: String,
+    /// `grpc` or `http/protobuf`; unset: `OTEL_EXPORTER_OTLP_PROTOCOL`, else `grpc`.
+    pub otlp_protocol: Option<OtlpProtocol>,
+    /// Extra request headers. Not for secrets: those go in `OTEL_EXPORTER_OTLP_HEADERS`.
+    pub otlp_headers: BTreeMap<String, String>,
+    /// `service.name` of the exported spans, unless `OTEL_SERVICE_NAME` is set.
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: String::new(),
+            otlp_protocol: None,
+            otlp_headers: BTreeMap::new(),
+            service_name: "floe".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    #[serde(rename = "grpc")]
+    Grpc,
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
 /// The admin API (tenants, keys, validator uploads).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -425,6 +461,8 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("FLOE_ADMIN_LISTEN", "admin.listen"),
     ("FLOE_ADMIN_DIR", "admin.dir"),
     ("FLOE_ADMIN_CONTROL_TOPIC", "admin.control_topic"),
+    ("FLOE_OTLP_ENDPOINT", "telemetry.otlp_endpoint"),
+    ("FLOE_OTLP_PROTOCOL", "telemetry.otlp_protocol"),
 ];
 
 fn kind_of(path: &str) -> Kind {

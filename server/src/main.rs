@@ -16,7 +16,20 @@ use floe::telemetry::{self, Stats};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    telemetry::init_logging(cli.log_format == LogFormat::Json);
+    // `run` reads its configuration first: it says where spans are exported.
+    let run_config = match &cli.command {
+        Command::Run { config } => Some(Config::load(config.as_deref())?),
+        _ => None,
+    };
+    let telemetry_config = run_config
+        .as_ref()
+        .map(|c| c.telemetry.clone())
+        .unwrap_or_default();
+    let telemetry = telemetry::init(cli.log_format == LogFormat::Json, &telemetry_config)
+        .context("cannot set up trace export")?;
+    if let Some(target) = telemetry.target() {
+        tracing::info!(to = %target.describe(), "exporting traces");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -41,8 +54,8 @@ fn main() -> anyhow::Result<()> {
             anyhow::ensure!(failed == 0, "{failed} of {} checks failed", findings.len());
             Ok(())
         }
-        Command::Run { config } => {
-            let config = Config::load(config.as_deref())?;
+        Command::Run { .. } => {
+            let config = run_config.context("configuration not loaded")?;
             let stats = Arc::new(Stats::default());
             runtime.block_on(run(config, stats))
         }

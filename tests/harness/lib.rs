@@ -9,6 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod fakesnow;
+pub mod otlp;
 pub mod prometheus;
 
 pub use fakesnow::{Fakesnow, TRANSACTIONS_QUERY};
@@ -675,7 +676,20 @@ pub fn start_floe_with_admin(
     addr: &str,
     operator_key: &str,
 ) -> Floe {
-    let env = vec![
+    start_floe_with_admin_and(broker, dir, topic, group, addr, operator_key, &[])
+}
+
+/// [`start_floe_with_admin`] with more environment variables.
+pub fn start_floe_with_admin_and(
+    broker: &Broker,
+    dir: &Path,
+    topic: &str,
+    group: &str,
+    addr: &str,
+    operator_key: &str,
+    more_env: &[(&str, String)],
+) -> Floe {
+    let mut env = vec![
         ("FLOE_KAFKA_BROKERS", broker.addr.clone()),
         ("FLOE_KAFKA_TOPICS", topic.to_string()),
         ("FLOE_KAFKA_GROUP", group.to_string()),
@@ -693,6 +707,7 @@ pub fn start_floe_with_admin(
         ("FLOE_ADMIN_DIR", dir.join("control").display().to_string()),
         ("FLOE_OPERATOR_KEY", operator_key.to_string()),
     ];
+    env.extend(more_env.iter().cloned());
     let floe = Floe::start(&env, dir.join("floe.log"));
     let (status, _) = wait_for("the admin API", Duration::from_secs(60), || {
         http(addr, "GET", "/healthz", &[], b"").ok()

@@ -15,6 +15,7 @@ use crate::dlq::{Category, DeadLetter, DlqWriter, Origin};
 use crate::resilience::{Backoff, Breaker};
 use crate::sink::{Sink, SinkError};
 use crate::source::{self, SourceError};
+use crate::telemetry::trace::transform_span;
 use crate::telemetry::{Stats, TableStats};
 use crate::transform::{Outcome, SharedRoutes};
 
@@ -105,6 +106,9 @@ impl LoadStage {
     ) {
         while let Ok(mut batch) = inbox.recv() {
             let started = Instant::now();
+            // Log lines of this batch carry its trace id.
+            let trace = batch.trace.root();
+            let _entered = trace.enter();
             self.validate_staged(&mut batch);
             loop {
                 if !self.send_dead_letters(&mut batch) {
@@ -126,6 +130,7 @@ impl LoadStage {
                             lane: self.lane,
                             offsets: batch.offsets.clone(),
                             counts,
+                            trace: trace.clone(),
                         });
                         break;
                     }
@@ -157,6 +162,10 @@ impl LoadStage {
     /// then dropped from the batch so a sink retry does not send them again. False when
     /// shutdown interrupts the retries.
     fn send_dead_letters(&mut self, batch: &mut Batch) -> bool {
+        let _span = (!batch.dead_letters.is_empty()).then(|| {
+            tracing::info_span!("dlq", "floe.dead_letters" = batch.dead_letters.len() as u64)
+                .entered()
+        });
         while !batch.dead_letters.is_empty() {
             match self.dlq.send_all(&batch.dead_letters) {
                 Ok(()) => {
@@ -274,8 +283,14 @@ impl LoadStage {
             };
             let tag = Some((validator.name.clone(), validator.hash.clone()));
             let mut verdicts = TableStats::default();
+            let span = transform_span(
+                &table,
+                route.tenant.as_deref(),
+                &validator.name,
+                staged.len(),
+            );
             let started = Instant::now();
-            let outcomes = route.validate(validator, staged);
+            let outcomes = span.in_scope(|| route.validate(validator, staged));
             self.stats
                 .timings
                 .validator_seconds
@@ -297,6 +312,9 @@ impl LoadStage {
                     route.dlq_topic.clone(),
                 );
             }
+            span.record("floe.accepted", verdicts.accepted);
+            span.record("floe.rejected", verdicts.rejected);
+            span.record("floe.failed", verdicts.failed);
             self.stats
                 .count_table(&table, route.tenant.as_deref(), |t| {
                     t.validator = Some(validator.name.to_string());

@@ -31,6 +31,7 @@ use crate::dlq::{Category, DeadLetter, DlqError, DlqWriter, Origin};
 use crate::resilience::{Backoff, Breaker};
 use crate::sink::{ApplyCounts, OffsetReader, SinkError};
 use crate::source::{self, Source, SourceError};
+use crate::telemetry::trace::offsets_text;
 use crate::telemetry::Stats;
 use crate::transform::{LoadError, RouteError, Routes, Runtime, SharedRoutes, Staged};
 use lanes::{Lane, LaneOffsets};
@@ -60,6 +61,8 @@ struct Flushed {
     lane: usize,
     offsets: BTreeMap<(Arc<str>, i32), i64>,
     counts: ApplyCounts,
+    /// The batch's root span: its commit is the last child.
+    trace: tracing::Span,
 }
 
 /// Runs until `shutdown` resolves, then stops fetching, flushes, commits and returns.
@@ -355,7 +358,13 @@ impl Loop<'_> {
 
     fn hand_off(&mut self, lane: usize) -> Result<(), PipelineError> {
         let lane = &mut self.lanes[lane];
-        let batch = std::mem::take(&mut lane.batch);
+        let mut batch = std::mem::take(&mut lane.batch);
+        let decode_errors = batch
+            .dead_letters
+            .iter()
+            .filter(|d| d.category == Category::Decode)
+            .count();
+        batch.trace.received(&batch.offsets, decode_errors);
         lane.to_sink
             .send(batch)
             .map_err(|_| PipelineError::SinkGone)?;
@@ -371,6 +380,15 @@ impl Loop<'_> {
         Stats::add(&self.stats.loaded, c.upserts + c.deletes);
         Stats::add(&self.stats.toast_missing, c.toast_missing);
         Stats::add(&self.stats.flushes, 1);
+        let _commit = tracing::info_span!(
+            parent: &done.trace,
+            "commit",
+            "messaging.system" = "kafka",
+            "messaging.operation.type" = "settle",
+            "messaging.consumer.group.name" = %self.config.kafka.group,
+            "floe.offsets" = %offsets_text(&done.offsets),
+        )
+        .entered();
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), next) in &done.offsets {
             let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(*next));
@@ -393,8 +411,16 @@ impl Loop<'_> {
             Some((t, lane)) => (t.clone(), *lane),
             None => (Arc::from(m.topic()), 0),
         };
-        let truncate = self.lanes[lane].truncate;
-        let batch = &mut self.lanes[lane].batch;
+        let Lane {
+            name: sink,
+            truncate,
+            batch,
+            ..
+        } = &mut self.lanes[lane];
+        let truncate = *truncate;
+        batch
+            .trace
+            .on_message(m.headers(), sink, &self.config.kafka.group);
         let position = KafkaPosition {
             topic: topic.clone(),
             partition: m.partition(),
@@ -408,7 +434,10 @@ impl Loop<'_> {
             key: m.key().map(<[u8]>::to_vec),
             value: m.payload().map(<[u8]>::to_vec),
         };
-        let change = match self.decoder.decode(m.key(), m.payload(), position) {
+        let decode_started = Instant::now();
+        let decoded = self.decoder.decode(m.key(), m.payload(), position);
+        batch.trace.decoded(decode_started.elapsed());
+        let change = match decoded {
             Ok(c) => c,
             Err(e) => {
                 Stats::add(&self.stats.decode_errors, 1);

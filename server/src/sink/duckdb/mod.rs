@@ -3,6 +3,7 @@
 mod sql;
 mod stage;
 
+use crate::telemetry::trace::merge_span;
 use duckdb::Connection;
 use std::collections::HashMap;
 use std::path::Path;
@@ -221,6 +222,7 @@ impl DuckDbSink {
             }
         }
         for (table, rows) in &batch.tables {
+            let _span = merge_span("duckdb", table, rows).entered();
             let c = self.merge_table(table, rows)?;
             total.upserts += c.upserts;
             total.deletes += c.deletes;

@@ -7,6 +7,7 @@
 mod client;
 pub mod sql;
 
+use crate::telemetry::trace::merge_span;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -272,6 +273,10 @@ impl SnowflakeSink {
                 total.truncates += 1;
             }
             for (table, p) in &prepared {
+                let _span = batch
+                    .tables
+                    .get(*table)
+                    .map(|rows| merge_span("snowflake", table, rows).entered());
                 let c = sink.merge(table, p)?;
                 total.upserts += c.upserts;
                 total.deletes += c.deletes;

@@ -1,7 +1,13 @@
-//! Logging set-up and the pipeline's counters.
+//! The pipeline's counters and distributions; logging and trace export set-up.
+
+mod logging;
+mod otlp;
+pub mod trace;
+
+pub use logging::{init, Telemetry};
+pub use otlp::{OtlpError, OtlpTarget};
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -197,23 +203,4 @@ impl Stats {
             self.lag.load(Ordering::Relaxed),
         )
     }
-}
-
-/// Human-readable logs by default, JSON lines when asked. `FLOE_LOG` (or `RUST_LOG`)
-/// sets the filter, e.g. `FLOE_LOG=floe=debug`.
-pub fn init_logging(json: bool) {
-    let filter = std::env::var("FLOE_LOG")
-        .or_else(|_| std::env::var("RUST_LOG"))
-        .unwrap_or_else(|_| "info".into());
-    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
-    let _ = if json {
-        builder.json().try_init()
-    } else {
-        builder.try_init()
-    };
 }
