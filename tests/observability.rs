@@ -69,6 +69,21 @@ fn prometheus_scrapes_what_floe_did() {
         prometheus.value("floe_flushes_total")
     );
     assert!(prometheus.value("floe_validator_duration_seconds_count") > Some(0.0));
+    assert_eq!(
+        prometheus.value("sum(floe_rows_merged_total)"),
+        prometheus.value("floe_rows_loaded_total"),
+        "upserts and deletes add up to the rows loaded"
+    );
+    assert!(prometheus.value("floe_rows_merged_total{op=\"delete\"}") > Some(0.0));
+    // Every partition read has its own lag, all of it caught up.
+    let partition_lag = format!("floe_consumer_partition_lag_messages{{topic=\"{topic}\"}}");
+    wait_for("the lag of each partition", Duration::from_secs(60), || {
+        (prometheus.value(&format!("count({partition_lag})")) == Some(2.0)).then_some(())
+    });
+    assert_eq!(
+        prometheus.value(&format!("sum({partition_lag})")),
+        Some(0.0)
+    );
 
     // The shipped dashboards ask only for series floe exports, in queries Prometheus takes.
     let exposition = metrics_text(&addr, OPERATOR);
@@ -113,9 +128,14 @@ fn floe_check_names_each_dependency_and_what_failed() {
             dir.join("floe.duckdb").display().to_string(),
         ),
     ];
-    let (status, out, err) = floe_command(&["check"], &good);
+    let receiver = floe_e2e::otlp::Receiver::grpc();
+    let mut with_collector = good.to_vec();
+    with_collector.push(("FLOE_OTLP_ENDPOINT", receiver.endpoint.clone()));
+    let (status, out, err) = floe_command(&["check"], &with_collector);
     assert_eq!(status, 0, "{out}{err}");
+    assert!(receiver.spans().iter().any(|s| s.span.name == "floe check"));
     for line in [
+        format!("OK    trace export OTLP grpc {}", receiver.endpoint),
         format!("OK    kafka brokers {}", broker.addr),
         "OK    source topic present".to_string(),
         "OK    DLQ topic floe.dlq".to_string(),
@@ -130,10 +150,20 @@ fn floe_check_names_each_dependency_and_what_failed() {
         ("FLOE_KAFKA_BROKERS", broker.addr.clone()),
         ("FLOE_KAFKA_TOPICS", "present,absent".to_string()),
         ("FLOE_DUCKDB_PATH", unwritable.display().to_string()),
+        (
+            "FLOE_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{}", free_port()),
+        ),
+        ("FLOE_OTLP_PROTOCOL", "http/protobuf".to_string()),
     ];
     let (status, out, err) = floe_command(&["check"], &bad);
     assert_ne!(status, 0, "{out}");
-    assert!(err.contains("2 of 5 checks failed"), "{err}");
+    assert!(err.contains("3 of 6 checks failed"), "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("FAIL  trace export OTLP http/protobuf http://127.0.0.1:")),
+        "{out}"
+    );
     assert!(
         out.lines()
             .any(|l| l.starts_with("FAIL  source topic absent: missing")),

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::config::{Config, SinkConfig, SinkKind};
 use crate::source::BrokerProbe;
+use crate::telemetry::OtlpTarget;
 
 /// One dependency and, when it failed, why.
 #[derive(Debug, PartialEq)]
@@ -50,6 +51,12 @@ pub fn check(config: &Config) -> Vec<Finding> {
                 out.push(finding(format!("{role} {topic}"), known));
             }
         }
+    }
+    if let Some(target) = OtlpTarget::resolve(&config.telemetry, |v| std::env::var(v).ok()) {
+        out.push(finding(
+            format!("trace export {}", target.describe()),
+            target.probe(),
+        ));
     }
     let sinks = std::iter::once(("sink".to_string(), &config.sink))
         .chain(config.sinks.iter().map(|(n, s)| (format!("sink.{n}"), s)));

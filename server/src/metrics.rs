@@ -118,6 +118,37 @@ impl Collector for StatsCollector {
             "messages behind the partitions' high watermarks",
             vec![(vec![], ConstGauge::new(s.lag.load(Ordering::Relaxed)))],
         )?;
+        let partitions = s
+            .partition_lag()
+            .into_iter()
+            .map(|((topic, partition), lag)| {
+                let labels = vec![
+                    ("topic", label(&topic)),
+                    ("partition", partition.to_string()),
+                ];
+                (labels, ConstGauge::new(lag))
+            })
+            .collect();
+        family(
+            &mut encoder,
+            "floe_consumer_partition_lag_messages",
+            "messages behind the high watermark, per assigned partition",
+            partitions,
+        )?;
+        let deleted = get(&s.deleted);
+        let merged = vec![
+            (
+                vec![("op", "upsert".to_string())],
+                counter(get(&s.loaded).saturating_sub(deleted)),
+            ),
+            (vec![("op", "delete".to_string())], counter(deleted)),
+        ];
+        family(
+            &mut encoder,
+            "floe_rows_merged",
+            "rows merged, by operation (inserts and updates are upserts)",
+            merged,
+        )?;
         family(
             &mut encoder,
             "floe_pipeline_running",
@@ -234,6 +265,13 @@ mod tests {
     fn the_exposition_carries_counters_errors_breakers_and_tables() {
         let stats = Arc::new(Stats::default());
         Stats::add(&stats.consumed, 3);
+        stats.set_partition_lag(
+            [
+                (("orders".to_string(), 1), 5),
+                (("orders".to_string(), 0), 2),
+            ]
+            .into(),
+        );
         stats.error("decode");
         stats.error("decode");
         stats.watch(Breaker::new(
@@ -254,7 +292,9 @@ mod tests {
             "floe_table_changes_total{tenant=\"acme\",table=\"Orders \\\"EU\\\"\",verdict=\"rejected\"} 4",
             "floe_table_rows_loaded_total{tenant=\"acme\",table=\"Orders \\\"EU\\\"\"} 7",
             "floe_validator_version{tenant=\"acme\",table=\"Orders \\\"EU\\\"\",validator=\"acme/orders@v2\"} 1",
-            "# TYPE floe_consumer_lag_messages gauge",
+            "floe_consumer_lag_messages 7",
+            "floe_consumer_partition_lag_messages{topic=\"orders\",partition=\"1\"} 5",
+            "floe_rows_merged_total{op=\"delete\"} 0",
             "# TYPE floe_flush_duration_seconds histogram",
             "floe_batch_rows_count 0",
             "# EOF",

@@ -9,7 +9,6 @@ use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -62,14 +61,14 @@ impl ClientContext for SourceContext {
     }
 
     fn stats(&self, statistics: Statistics) {
-        let lag: i64 = statistics
+        let lags = statistics
             .topics
-            .values()
-            .flat_map(|t| t.partitions.values())
-            .filter(|p| p.partition >= 0 && p.consumer_lag >= 0)
-            .map(|p| p.consumer_lag)
-            .sum();
-        self.stats.lag.store(lag, Ordering::Relaxed);
+            .iter()
+            .flat_map(|(topic, t)| t.partitions.values().map(move |p| (topic, p)))
+            .filter(|(_, p)| p.partition >= 0 && p.consumer_lag >= 0)
+            .map(|(topic, p)| ((topic.clone(), p.partition), p.consumer_lag))
+            .collect();
+        self.stats.set_partition_lag(lags);
     }
 }
 

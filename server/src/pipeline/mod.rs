@@ -378,6 +378,7 @@ impl Loop<'_> {
         }
         let c = done.counts;
         Stats::add(&self.stats.loaded, c.upserts + c.deletes);
+        Stats::add(&self.stats.deleted, c.deletes);
         Stats::add(&self.stats.toast_missing, c.toast_missing);
         Stats::add(&self.stats.flushes, 1);
         let _commit = tracing::info_span!(
@@ -443,6 +444,7 @@ impl Loop<'_> {
                 Stats::add(&self.stats.decode_errors, 1);
                 self.stats.error(Category::Decode.as_str());
                 tracing::warn!(
+                    parent: &batch.trace.root(),
                     category = "decode",
                     topic = m.topic(),
                     partition = m.partition(),

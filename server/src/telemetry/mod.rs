@@ -34,10 +34,14 @@ pub struct Stats {
     pub flushes: AtomicU64,
     /// Messages behind the partitions' high watermarks, from librdkafka statistics.
     pub lag: AtomicI64,
+    /// Rows merged as deletes (the rest of `loaded` are inserts and updates).
+    pub deleted: AtomicU64,
     /// True while the pipeline consumes (every sink opened, every breaker registered).
     pub running: std::sync::atomic::AtomicBool,
     /// Errors by category (`decode`, `sink_transient`, `kafka`, `dlq`, …).
     errors: Mutex<BTreeMap<&'static str, u64>>,
+    /// The lag of each assigned partition, by (topic, partition).
+    partition_lag: Mutex<BTreeMap<(String, i32), i64>>,
     breakers: Mutex<Vec<Arc<Breaker>>>,
     /// Verdicts by source table, rows loaded by target table.
     tables: Mutex<BTreeMap<String, TableStats>>,
@@ -93,6 +97,21 @@ impl Stats {
         if let Ok(mut errors) = self.errors.lock() {
             *errors.entry(category).or_default() += 1;
         }
+    }
+
+    /// Each assigned partition's lag, as librdkafka last reported it; `lag` is their sum.
+    pub fn set_partition_lag(&self, lags: BTreeMap<(String, i32), i64>) {
+        self.lag.store(lags.values().sum(), Ordering::Relaxed);
+        if let Ok(mut current) = self.partition_lag.lock() {
+            *current = lags;
+        }
+    }
+
+    pub fn partition_lag(&self) -> BTreeMap<(String, i32), i64> {
+        self.partition_lag
+            .lock()
+            .map(|l| l.clone())
+            .unwrap_or_default()
     }
 
     pub fn errors_by_category(&self) -> BTreeMap<&'static str, u64> {
@@ -168,6 +187,12 @@ impl Stats {
             "flushes": get(&self.flushes),
             "toast_missing": get(&self.toast_missing),
             "lag": self.lag.load(Ordering::Relaxed),
+            "lag_by_partition": self
+                .partition_lag()
+                .into_iter()
+                .map(|((topic, partition), lag)| (format!("{topic}/{partition}"), lag))
+                .collect::<BTreeMap<_, _>>(),
+            "deleted": get(&self.deleted),
             "errors": self.errors_by_category(),
             "breakers": breakers,
             "tables": self.tables(),

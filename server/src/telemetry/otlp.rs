@@ -9,6 +9,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
@@ -123,6 +126,38 @@ impl OtlpTarget {
     }
 }
 
+impl OtlpTarget {
+    /// Exports one span named `floe check` and says what the collector answered: the
+    /// check of `floe check` (unreachable, refused, unauthorized, …).
+    pub fn probe(&self) -> Result<(), String> {
+        let exporter = self.exporter().map_err(|e| e.to_string())?;
+        let now = std::time::SystemTime::now();
+        let context = SpanContext::new(
+            TraceId::from_bytes(rand::random()),
+            SpanId::from_bytes(rand::random()),
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        );
+        let span = SpanData {
+            span_context: context,
+            parent_span_id: SpanId::INVALID,
+            parent_span_is_remote: false,
+            span_kind: SpanKind::Internal,
+            name: "floe check".into(),
+            start_time: now,
+            end_time: now,
+            attributes: Vec::new(),
+            dropped_attributes_count: 0,
+            events: Default::default(),
+            links: Default::default(),
+            status: Status::Ok,
+            instrumentation_scope: opentelemetry::InstrumentationScope::builder("floe").build(),
+        };
+        exporter.export_now(vec![span]).map_err(|e| e.to_string())
+    }
+}
+
 /// An OTLP/HTTP endpoint in the configuration names the collector, as
 /// `OTEL_EXPORTER_OTLP_ENDPOINT` does; the exporter wants the traces URL.
 fn http_traces_url(endpoint: &str) -> String {
@@ -140,9 +175,15 @@ pub(super) struct OwnRuntimeExporter {
     runtime: tokio::runtime::Runtime,
 }
 
+impl OwnRuntimeExporter {
+    fn export_now(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+        self.runtime.block_on(self.exporter.export(batch))
+    }
+}
+
 impl SpanExporter for OwnRuntimeExporter {
     fn export(&self, batch: Vec<SpanData>) -> impl std::future::Future<Output = OTelSdkResult> {
-        std::future::ready(self.runtime.block_on(self.exporter.export(batch)))
+        std::future::ready(self.export_now(batch))
     }
 
     fn shutdown_with_timeout(&self, timeout: Duration) -> OTelSdkResult {
