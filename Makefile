@@ -65,16 +65,8 @@ fmt: ## Format the code
 health: ## Ask a running floe whether it is ready (FLOE_API, default http://127.0.0.1:8080)
 	@curl -sS $${FLOE_API:-http://127.0.0.1:8080}/readyz; echo
 
-# Instrumented builds go to a target directory of their own, so the test cache stays warm.
-COVERAGE_TARGET := $(CACHE)/coverage-target
-LLVM_COV := $(CACHE)/cargo-llvm-cov/bin/cargo-llvm-cov
-
-$(LLVM_COV):
-	cargo install cargo-llvm-cov --version 0.9.1 --locked --root $(CACHE)/cargo-llvm-cov
-
-coverage: tansu guests fakesnow prometheus $(LLVM_COV) ## Line coverage of the whole test suite; prints the server crate's figure
-	rustup component add llvm-tools-preview
-	PATH=$(CACHE)/cargo-llvm-cov/bin:$$PATH CARGO_TARGET_DIR=$(COVERAGE_TARGET) bash scripts/coverage.sh
+coverage: tansu guests fakesnow prometheus ## Line coverage of the whole test suite; prints the server crate's figure
+	bash scripts/coverage.sh
 
 DOCKER_COMPOSE := docker compose -f docker/compose.yaml
 OPERATOR_KEY_FILE := docker/secrets/floe-operator-key

@@ -85,6 +85,23 @@ fn prometheus_scrapes_what_floe_did() {
         Some(0.0)
     );
 
+    // `floe stats` gives the same figures as JSON.
+    let (status, out, err) = floe_command(
+        &["stats"],
+        &[
+            ("FLOE_API", format!("http://{addr}")),
+            ("FLOE_API_KEY", OPERATOR.to_string()),
+        ],
+    );
+    assert_eq!(status, 0, "{err}");
+    let stats: serde_json::Value = serde_json::from_str(&out).expect("floe stats prints JSON");
+    assert_eq!(stats["consumed"].as_i64(), Some(messages));
+    let partitions = stats["lag_by_partition"]
+        .as_object()
+        .expect("lag by partition");
+    assert_eq!(partitions.len(), 2, "{stats}");
+    assert!(partitions.contains_key(&format!("{topic}/0")), "{stats}");
+
     // The shipped dashboards ask only for series floe exports, in queries Prometheus takes.
     let exposition = metrics_text(&addr, OPERATOR);
     let exported: std::collections::BTreeSet<&str> = exposition

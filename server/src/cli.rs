@@ -54,6 +54,12 @@ pub enum Command {
         #[command(subcommand)]
         command: RouteCommand,
     },
+    /// A running floe's figures as JSON (`GET /v1/stats`: counters, errors by category,
+    /// breakers, lag per partition, per table and tenant), with the operator key.
+    Stats {
+        #[command(flatten)]
+        api: ApiArgs,
+    },
     /// Reach each dependency of a configuration (brokers, topics, sinks) and say, for
     /// each, OK or what failed; exits non-zero when one failed.
     Check {

@@ -41,6 +41,7 @@ fn main() -> anyhow::Result<()> {
         Command::Validator { api, command } => {
             call_api(&runtime, &api, floe::admin::client::validator(&command)?)
         }
+        Command::Stats { api } => call_api(&runtime, &api, floe::admin::client::stats()),
         Command::Route { api, command } => {
             call_api(&runtime, &api, floe::admin::client::route(&command))
         }

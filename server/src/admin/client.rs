@@ -50,6 +50,11 @@ fn read(path: &std::path::Path) -> Result<Vec<u8>, ClientError> {
     })
 }
 
+/// `floe stats`: the running pipeline's figures.
+pub fn stats() -> Request {
+    request(reqwest::Method::GET, "/v1/stats".into(), Body::None)
+}
+
 pub fn tenant(command: &TenantCommand) -> Request {
     use reqwest::Method;
     match command {
