@@ -54,6 +54,9 @@ pub struct KafkaConfig {
     pub assignment: Assignment,
     /// Extra librdkafka properties (for example TLS or SASL settings).
     pub properties: BTreeMap<String, String>,
+    /// A message value larger than this is dead-lettered (category `decode`) rather than
+    /// decoded, so that one huge record cannot exhaust memory.
+    pub max_value_bytes: usize,
 }
 
 impl Default for KafkaConfig {
@@ -64,6 +67,7 @@ impl Default for KafkaConfig {
             group: "floe".into(),
             assignment: Assignment::Group,
             properties: BTreeMap::new(),
+            max_value_bytes: crate::debezium::DEFAULT_MAX_VALUE_BYTES,
         }
     }
 }
@@ -433,6 +437,7 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("FLOE_KAFKA_TOPICS", "kafka.topics"),
     ("FLOE_KAFKA_GROUP", "kafka.group"),
     ("FLOE_KAFKA_ASSIGNMENT", "kafka.assignment"),
+    ("FLOE_KAFKA_MAX_VALUE_BYTES", "kafka.max_value_bytes"),
     ("FLOE_SINK", "sink.kind"),
     ("FLOE_SINK_SOFT_DELETE", "sink.soft_delete"),
     ("FLOE_SINK_TRUNCATE", "sink.truncate"),
@@ -469,7 +474,7 @@ fn kind_of(path: &str) -> Kind {
     match path {
         "kafka.topics" => Kind::List,
         "sink.soft_delete" => Kind::Bool,
-        "dlq.ack_timeout_ms" => Kind::Int,
+        "dlq.ack_timeout_ms" | "kafka.max_value_bytes" => Kind::Int,
         p if p.starts_with("batch.")
             || p.starts_with("runtime.")
             || p.starts_with("resilience.") =>

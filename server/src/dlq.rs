@@ -12,6 +12,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::config::KafkaConfig;
 
+/// The largest dead letter floe writes: a record of any size the source topic can hold,
+/// with its headers. DLQ topics floe creates accept as much (`max.message.bytes`).
+pub const DLQ_MAX_MESSAGE_BYTES: &str = "104857600";
+
 /// Why a record is in the DLQ; a metric label and the `floe.category` header value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Category {
@@ -135,6 +139,7 @@ impl DlqWriter {
             .set("bootstrap.servers", &kafka.brokers)
             .set("acks", "all")
             .set("linger.ms", "5")
+            .set("message.max.bytes", DLQ_MAX_MESSAGE_BYTES)
             .create()
             .map_err(DlqError::Connect)?;
         Ok(Self {

@@ -140,6 +140,10 @@ fn set_start_offsets(tpl: &mut TopicPartitionList, stored: &StoredOffsets) {
 
 pub type Source = StreamConsumer<SourceContext>;
 
+/// The largest fetch of one partition (and of one request): records up to this size are
+/// read whatever the broker's handling of oversized batches.
+const LARGEST_FETCH_BYTES: &str = "67108864";
+
 pub fn connect(
     config: &KafkaConfig,
     offsets: Box<dyn OffsetReader>,
@@ -156,6 +160,10 @@ pub fn connect(
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
+        // A broker that does not hand out a batch larger than the fetch size (Kafka does,
+        // tansu does not) would stall the partition on one large record: fetch up to 64 MiB.
+        .set("max.partition.fetch.bytes", LARGEST_FETCH_BYTES)
+        .set("fetch.max.bytes", LARGEST_FETCH_BYTES)
         .set(
             "statistics.interval.ms",
             stats_interval_ms.max(1000).to_string(),
@@ -354,6 +362,8 @@ pub fn fetch_record(
         .set("bootstrap.servers", &config.brokers)
         .set("group.id", format!("{}-refetch", config.group))
         .set("enable.auto.commit", "false")
+        .set("max.partition.fetch.bytes", LARGEST_FETCH_BYTES)
+        .set("fetch.max.bytes", LARGEST_FETCH_BYTES)
         .create()?;
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(topic, partition, Offset::Offset(offset))?;

@@ -131,6 +131,11 @@ fn unwrap_envelope(bytes: &[u8]) -> Result<(Option<&RawValue>, Option<&RawValue>
     }
     let members: Members =
         serde_json::from_str(whole.get()).map_err(|e| DecodeError::Json(e.to_string()))?;
+    if members.get("schema").is_some() && members.get("payload").is_none() {
+        return Err(DecodeError::NotAnEvent(
+            "the envelope has a \"schema\" but no \"payload\"".into(),
+        ));
+    }
     let is_envelope =
         members.0.len() == 2 && members.get("schema").is_some() && members.get("payload").is_some();
     if !is_envelope {
@@ -160,6 +165,12 @@ pub(super) fn decode_event(
         None | Some([]) => return Ok(Event::Skip(SkipReason::Tombstone)),
         Some(v) => v,
     };
+    if value.len() > decoder.max_value_bytes {
+        return Err(DecodeError::TooLarge {
+            bytes: value.len(),
+            limit: decoder.max_value_bytes,
+        });
+    }
     let (schema, payload) = unwrap_envelope(value)?;
     let Some(payload) = payload else {
         return Ok(Event::Skip(SkipReason::Tombstone));
@@ -315,9 +326,16 @@ fn schemaless_row(
             .map_err(|_| DecodeError::NotAnEvent("row image is not a JSON object".into()))?,
         None => Members(Vec::new()),
     };
+    super::check_column_count(members.0.len())?;
     let mut columns = Vec::with_capacity(members.0.len());
     let mut row = Vec::with_capacity(members.0.len());
     for (name, raw) in &members.0 {
+        if raw.get().starts_with(['[', '{']) {
+            values::check_depth(raw.get()).map_err(|reason| DecodeError::Column {
+                column: name.to_string(),
+                reason,
+            })?;
+        }
         let (ty, value) = values::infer(raw);
         columns.push((name.to_string(), ty.unwrap_or(ColumnType::Text)));
         row.push(value);
@@ -342,19 +360,26 @@ fn fill_key_from_message(
     values: &mut [Value],
 ) -> Result<(), DecodeError> {
     for &idx in &schema.key {
-        if values[idx] != Value::Null {
-            continue;
-        }
         let column = &schema.columns[idx];
         let Some(raw) = key.get(&column.name) else {
             continue;
         };
-        values[idx] = match decoders {
+        let from_key = match decoders {
             Some(d) => values::decode(raw, &d[idx].wire).map_err(|reason| {
                 DecodeError::Key(format!("key column {:?}: {reason}", column.name))
             })?,
             None => values::infer(raw).1,
         };
+        if values[idx] == Value::Null {
+            values[idx] = from_key;
+        } else if values[idx] != from_key {
+            // Loading it would MERGE one row under another row's key.
+            return Err(DecodeError::Key(format!(
+                "the message key's {:?} ({}) does not match the row's",
+                column.name,
+                raw.get()
+            )));
+        }
     }
     if schema
         .key

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use crate::change::{Change, Event, KafkaPosition, TableSchema};
 
-pub use values::TOAST_PLACEHOLDER;
+pub use values::{TOAST_PLACEHOLDER, TS_INFINITY, TS_NEG_INFINITY};
 
 /// Why a message could not be decoded. Every variant is category `decode`.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -35,13 +35,36 @@ pub enum DecodeError {
     Key(String),
     #[error("column {column:?}: {reason}")]
     Column { column: String, reason: String },
+    #[error("value of {bytes} bytes is larger than kafka.max_value_bytes ({limit})")]
+    TooLarge { bytes: usize, limit: usize },
+}
+
+/// Values larger than this are dead-lettered rather than decoded (`kafka.max_value_bytes`).
+pub const DEFAULT_MAX_VALUE_BYTES: usize = 8 << 20;
+
+/// More columns than a PostgreSQL table can have: such a row cannot be a real change.
+pub const MAX_COLUMNS: usize = 1600;
+
+fn check_column_count(columns: usize) -> Result<(), DecodeError> {
+    if columns > MAX_COLUMNS {
+        return Err(DecodeError::Schema(format!(
+            "{columns} columns: more than a PostgreSQL table can have ({MAX_COLUMNS})"
+        )));
+    }
+    Ok(())
 }
 
 /// Parsed column layouts, keyed by the hash of the schema's JSON text: a schema-enveloped
 /// topic repeats the same schema in every message, so it is parsed once.
-#[derive(Default)]
 pub struct Decoder {
     schemas: HashMap<u64, Parsed>,
+    max_value_bytes: usize,
+}
+
+impl Default for Decoder {
+    fn default() -> Self {
+        Self::with_max_value_bytes(DEFAULT_MAX_VALUE_BYTES)
+    }
 }
 
 /// A parsed envelope schema and the table schema built for one key layout.
@@ -53,6 +76,14 @@ struct Parsed {
 impl Decoder {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A decoder that dead-letters values larger than `limit` bytes.
+    pub fn with_max_value_bytes(limit: usize) -> Self {
+        Self {
+            schemas: HashMap::new(),
+            max_value_bytes: limit,
+        }
     }
 
     /// Decodes one Kafka message. `key` and `value` are the raw message bytes.

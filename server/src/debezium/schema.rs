@@ -83,6 +83,12 @@ fn type_of(field: &FieldSchema) -> Result<(ColumnType, Wire), DecodeError> {
         let by_name = match logical {
             "org.apache.kafka.connect.data.Decimal" => {
                 let scale = parse_param(field, "scale")?.unwrap_or(0);
+                super::values::check_scale(scale).map_err(|reason| {
+                    DecodeError::Schema(format!(
+                        "field {:?}: {reason}",
+                        field.field.as_deref().unwrap_or("?")
+                    ))
+                })?;
                 let precision = parse_param(field, "connect.decimal.precision")?;
                 Some((T::Decimal { precision, scale }, Wire::Decimal { scale }))
             }
@@ -172,5 +178,6 @@ pub(crate) fn row_columns(envelope: &FieldSchema) -> Result<Vec<ColumnDecoder>, 
                 "envelope schema has neither an \"after\" nor a \"before\" field".into(),
             )
         })?;
+    super::check_column_count(row.fields.len())?;
     row.fields.iter().map(column_decoder).collect()
 }

@@ -449,3 +449,74 @@ fn bad_messages_name_the_problem() {
     .to_string();
     assert!(no_key.contains("no key"), "{no_key}");
 }
+
+#[test]
+fn limits_and_contradictions_are_decode_errors() {
+    let err = |key: &[u8], value: &str| {
+        decode(Some(key), Some(value.as_bytes()))
+            .unwrap_err()
+            .to_string()
+    };
+    let note = |id: i64| {
+        format!(
+            r#"{{"before":null,"after":{{"id":{id},"note":"n"}},"op":"c","source":{{"table":"t"}}}}"#
+        )
+    };
+    // The key names one row, the image another: loading it would overwrite the wrong row.
+    let mismatch = err(br#"{"id": 2}"#, &note(1));
+    assert!(mismatch.contains("does not match"), "{mismatch}");
+    assert!(decode(Some(br#"{"id": 1}"#), Some(note(1).as_bytes())).is_ok());
+
+    let schema_only = err(ID_KEY, r#"{"schema":{"type":"struct","fields":[]}}"#);
+    assert!(schema_only.contains("no \"payload\""), "{schema_only}");
+
+    let mut small = Decoder::with_max_value_bytes(64);
+    let long = format!(
+        r#"{{"before":null,"after":{{"id":1,"note":"{}"}},"op":"c","source":{{"table":"t"}}}}"#,
+        "x".repeat(100)
+    );
+    let too_large = small
+        .decode(Some(ID_KEY), Some(long.as_bytes()), pos())
+        .unwrap_err();
+    assert!(
+        matches!(too_large, DecodeError::TooLarge { limit: 64, .. }),
+        "{too_large}"
+    );
+
+    let columns: Vec<String> = (0..MAX_COLUMNS).map(|i| format!(r#""c{i}":1"#)).collect();
+    let wide = format!(
+        r#"{{"after":{{"id":1,{}}},"op":"c","source":{{"table":"t"}}}}"#,
+        columns.join(",")
+    );
+    let wide = err(ID_KEY, &wide);
+    assert!(wide.contains("1601 columns"), "{wide}");
+
+    let huge_scale = typed(
+        r#"{"type":"bytes","optional":true,"name":"org.apache.kafka.connect.data.Decimal","parameters":{"scale":"1001"},"field":"v"}"#,
+        r#""AQ==""#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        huge_scale.contains("scale 1001 is out of range"),
+        "{huge_scale}"
+    );
+    let variable = typed(
+        r#"{"type":"struct","optional":true,"name":"io.debezium.data.VariableScaleDecimal","field":"v"}"#,
+        r#"{"scale":5000,"value":"AQ=="}"#,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(variable.contains("out of range"), "{variable}");
+}
+
+#[test]
+fn json_nesting_is_bounded() {
+    let nested = |depth: usize| format!("{}{}", "[".repeat(depth), "]".repeat(depth));
+    assert!(values::check_depth(&nested(values::MAX_JSON_DEPTH)).is_ok());
+    let deep = values::check_depth(&nested(values::MAX_JSON_DEPTH + 1)).unwrap_err();
+    assert!(deep.contains("nested deeper than 128"), "{deep}");
+    // Brackets inside strings are text, not nesting.
+    let quoted = format!(r#"["{}\"{}"]"#, "[".repeat(500), "{".repeat(500));
+    assert!(values::check_depth(&quoted).is_ok());
+}

@@ -34,7 +34,13 @@ pub(crate) fn decode(raw: &RawValue, wire: &Wire) -> Result<Value, String> {
         Wire::Int => parse_int(text).map(Value::Int),
         Wire::Float => parse_float(text).map(Value::Float),
         Wire::Text => string_or_toast(raw, |s| Value::Text(s.into_owned())),
-        Wire::Json => string_or_toast(raw, |s| Value::Json(s.into_owned())),
+        Wire::Json => {
+            let value = string_or_toast(raw, |s| Value::Json(s.into_owned()))?;
+            if let Value::Json(json) = &value {
+                check_depth(json)?;
+            }
+            Ok(value)
+        }
         Wire::Uuid => string_or_toast(raw, |s| Value::Uuid(s.into_owned())),
         Wire::Bytes => {
             let s = string(raw)?;
@@ -74,8 +80,12 @@ pub(crate) fn decode(raw: &RawValue, wire: &Wire) -> Result<Value, String> {
             }
             zoned_timestamp(&s).map(Value::TimestampTz)
         }
-        Wire::StructAsJson => Ok(Value::Json(text.to_string())),
+        Wire::StructAsJson => {
+            check_depth(text)?;
+            Ok(Value::Json(text.to_string()))
+        }
         Wire::List(item) => {
+            check_depth(text)?;
             let items: Vec<&RawValue> = serde_json::from_str(text)
                 .map_err(|_| format!("expected an array, found {}", excerpt(text)))?;
             let values = items
@@ -187,6 +197,51 @@ fn zoned_timestamp(s: &str) -> Result<i64, String> {
     check_timestamp_range(parsed.timestamp_micros())
 }
 
+/// The largest decimal scale floe renders (PostgreSQL's NUMERIC allows 1000): a larger
+/// one would render as megabytes of zeros.
+pub(crate) const MAX_DECIMAL_SCALE: u32 = 1000;
+
+pub(crate) fn check_scale(scale: u32) -> Result<(), String> {
+    if scale > MAX_DECIMAL_SCALE {
+        return Err(format!(
+            "decimal scale {scale} is out of range (at most {MAX_DECIMAL_SCALE})"
+        ));
+    }
+    Ok(())
+}
+
+/// The deepest nesting of a JSON value floe loads: deeper values are refused before a
+/// target's JSON parser (or a reader's) recurses through them.
+pub(crate) const MAX_JSON_DEPTH: usize = 128;
+
+/// Fails when the JSON text `text` nests arrays and objects deeper than [`MAX_JSON_DEPTH`].
+pub(crate) fn check_depth(text: &str) -> Result<(), String> {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for b in text.bytes() {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_JSON_DEPTH {
+                    return Err(format!("JSON nested deeper than {MAX_JSON_DEPTH} levels"));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// Base64 big-endian two's-complement unscaled value → exact decimal text.
 /// A converter with `decimal.format=NUMERIC` sends a JSON number instead; its text is kept.
 fn decimal(raw: &RawValue, scale: u32) -> Result<String, String> {
@@ -220,6 +275,7 @@ fn variable_decimal(raw: &RawValue) -> Result<String, String> {
             v.scale
         )
     })?;
+    check_scale(scale)?;
     let bytes = BASE64
         .decode(v.value.as_bytes())
         .map_err(|e| format!("invalid base64 in a VariableScaleDecimal: {e}"))?;

@@ -117,8 +117,14 @@ pub async fn run(
         ))
     });
     let kafka = &config.kafka;
-    if let Err(e) =
-        source::create_topic(&kafka.brokers, &kafka.properties, &config.dlq.topic, 1).await
+    if let Err(e) = source::create_topic_with(
+        &kafka.brokers,
+        &kafka.properties,
+        &config.dlq.topic,
+        1,
+        &[("max.message.bytes", crate::dlq::DLQ_MAX_MESSAGE_BYTES)],
+    )
+    .await
     {
         tracing::warn!(topic = %config.dlq.topic, error = %e, "cannot create the DLQ topic; it must exist before a record is dead-lettered");
     }
@@ -193,7 +199,7 @@ pub async fn run(
         config: &config,
         stats: &stats,
         source: &source,
-        decoder: Decoder::new(),
+        decoder: Decoder::with_max_value_bytes(config.kafka.max_value_bytes),
         routes: &routes,
         kafka_breaker,
         broker_probe: Arc::new(

@@ -48,7 +48,10 @@ pub(super) async fn create_dlq_topics(kafka: &KafkaConfig, routes: &[RouteConfig
         .filter_map(|r| r.dlq_topic.as_deref())
         .collect();
     for topic in topics {
-        if let Err(e) = source::create_topic(&kafka.brokers, &kafka.properties, topic, 1).await {
+        let settings = [("max.message.bytes", crate::dlq::DLQ_MAX_MESSAGE_BYTES)];
+        if let Err(e) =
+            source::create_topic_with(&kafka.brokers, &kafka.properties, topic, 1, &settings).await
+        {
             tracing::warn!(%topic, error = %e, "cannot create a tenant's DLQ topic");
         }
     }

@@ -59,15 +59,17 @@ impl BatchTrace {
     }
 
     fn open(&mut self, producer: Option<SpanContext>, sink: &str, group: &str) {
+        // Only the sink and the trace id are fields, which every log line of the batch
+        // shows; the conventions' attributes go to the span alone.
         let root = tracing::info_span!(
             "batch",
             "otel.kind" = "consumer",
-            "messaging.system" = "kafka",
-            "messaging.operation.type" = "process",
-            "messaging.consumer.group.name" = group,
             "floe.sink" = sink,
             trace_id = Empty,
         );
+        root.set_attribute("messaging.system", "kafka");
+        root.set_attribute("messaging.operation.type", "process");
+        root.set_attribute("messaging.consumer.group.name", group.to_string());
         if let Some(producer) = producer {
             let parent = opentelemetry::Context::new().with_remote_span_context(producer);
             let _ = root.set_parent(parent);

@@ -71,14 +71,24 @@ pub fn stage_type(stage: Stage) -> &'static str {
     }
 }
 
+/// Microseconds since the epoch as a TIMESTAMP; PostgreSQL's ±infinity (which
+/// `make_timestamp` refuses) as DuckDB's.
+fn timestamp(expr: &str) -> String {
+    use crate::debezium::{TS_INFINITY, TS_NEG_INFINITY};
+    format!(
+        "CASE {expr} WHEN {TS_INFINITY} THEN 'infinity'::TIMESTAMP \
+         WHEN {TS_NEG_INFINITY} THEN '-infinity'::TIMESTAMP ELSE make_timestamp({expr}) END"
+    )
+}
+
 /// SQL turning a staged value `expr` into the target type.
 pub fn convert(expr: &str, ty: &ColumnType) -> String {
     use ColumnType as T;
     match ty {
         T::Date => format!("(DATE '1970-01-01' + CAST({expr} AS INTEGER))"),
         T::Time => format!("(TIME '00:00:00' + to_microseconds({expr}))"),
-        T::Timestamp => format!("make_timestamp({expr})"),
-        T::TimestampTz => format!("CAST(make_timestamp({expr}) AS TIMESTAMPTZ)"),
+        T::Timestamp => timestamp(expr),
+        T::TimestampTz => format!("CAST({} AS TIMESTAMPTZ)", timestamp(expr)),
         T::List(_) => format!("CAST(CAST({expr} AS JSON) AS {})", target_type(ty)),
         T::Bytes | T::Boolean | T::Int64 | T::Float64 => expr.to_string(),
         _ => format!("CAST({expr} AS {})", target_type(ty)),
