@@ -299,14 +299,22 @@ fn merge_statement(
     } else {
         "DELETE".to_string()
     };
-    if soft_delete {
+    // With soft deletes a key the target never held is still inserted when deleted, as a
+    // deleted row: it keeps the delete's position, so an older change replayed later
+    // cannot bring the row back.
+    let insert_when = if soft_delete {
         sets.push("_floe_deleted = false".into());
-    }
+        insert_names.push("_floe_deleted".into());
+        insert_values.push("s._floe_op = 'd'".into());
+        ""
+    } else {
+        "AND s._floe_op <> 'd' "
+    };
     format!(
         "MERGE INTO {target} AS t USING temp.main.{STAGE_TABLE} AS s ON ({on})
          WHEN MATCHED AND s._floe_op = 'd' AND {newer} THEN {delete}
          WHEN MATCHED AND s._floe_op <> 'd' AND {newer} THEN UPDATE SET {}
-         WHEN NOT MATCHED AND s._floe_op <> 'd' THEN INSERT ({}) VALUES ({})",
+         WHEN NOT MATCHED {insert_when}THEN INSERT ({}) VALUES ({})",
         sets.join(", "),
         insert_names.join(", "),
         insert_values.join(", "),

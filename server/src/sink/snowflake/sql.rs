@@ -282,14 +282,20 @@ pub fn merge(
     } else {
         "DELETE".into()
     };
-    if soft_delete {
+    // As in DuckDB: a deleted key the target never held becomes a deleted row.
+    let insert_when = if soft_delete {
         sets.push("_FLOE_DELETED = FALSE".into());
-    }
+        names.push("_FLOE_DELETED".into());
+        values.push("(s._FLOE_OP = 'd')".into());
+        ""
+    } else {
+        "AND s._FLOE_OP <> 'd' "
+    };
     format!(
         "MERGE INTO {} AS t USING {stage} AS s ON ({on}) \
          WHEN MATCHED AND s._FLOE_OP = 'd' AND {newer} THEN {delete} \
          WHEN MATCHED AND s._FLOE_OP <> 'd' AND {newer} THEN UPDATE SET {} \
-         WHEN NOT MATCHED AND s._FLOE_OP <> 'd' THEN INSERT ({}) VALUES ({})",
+         WHEN NOT MATCHED {insert_when}THEN INSERT ({}) VALUES ({})",
         quote_ident(target),
         sets.join(", "),
         names.join(", "),
