@@ -12,7 +12,7 @@ FAKESNOW_VERSION := 0.12.1
 FAKESNOW := $(CACHE)/fakesnow/.installed-$(FAKESNOW_VERSION)
 export FLOE_FAKESNOW_PYTHON := $(CACHE)/fakesnow/bin/python
 
-.PHONY: help demo test build tansu guests fakesnow prometheus health bench fmt lint coverage \
+.PHONY: help demo test build tansu guests fakesnow prometheus health bench fmt lint coverage chaos \
 	docker-up docker-down docker-logs clean-demo
 
 help: ## List the targets
@@ -67,6 +67,10 @@ health: ## Ask a running floe whether it is ready (FLOE_API, default http://127.
 
 coverage: tansu guests fakesnow prometheus ## Line coverage of the whole test suite; prints the server crate's figure
 	bash scripts/coverage.sh
+
+chaos: tansu guests ## The long chaos run: 1M events while floe is killed, the broker restarted, validators swapped
+	cargo build --workspace --bins --tests
+	FLOE_CHAOS_EVENTS=$${FLOE_CHAOS_EVENTS:-1000000} cargo test -p floe-e2e --test chaos -- --nocapture
 
 DOCKER_COMPOSE := docker compose -f docker/compose.yaml
 OPERATOR_KEY_FILE := docker/secrets/floe-operator-key

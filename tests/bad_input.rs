@@ -66,15 +66,6 @@ fn produce(broker: &Broker, records: &[(String, Vec<u8>)]) {
     }
 }
 
-fn peak_rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("floe is running");
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM")
-}
-
 #[test]
 fn every_bad_record_is_dead_lettered_with_its_reason_and_the_rest_loads() {
     let cases: Vec<serde_json::Value> = serde_json::from_str(

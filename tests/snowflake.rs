@@ -6,45 +6,6 @@ use std::time::Duration;
 
 const LOAD_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// The all_types check query in Snowflake SQL: every column as text, in the model's form.
-const ALL_TYPES: &str = "SELECT TO_VARCHAR(\"id\"), TO_VARCHAR(\"amount\"), \"ratio\", TO_VARCHAR(\"day\"), \
-     TO_VARCHAR(\"at_time\"), TO_VARCHAR(DATE_PART(EPOCH_MICROSECOND, \"ts_milli\")), \
-     TO_VARCHAR(DATE_PART(EPOCH_MICROSECOND, \"ts_micro\")), TO_VARCHAR(DATE_PART(EPOCH_MICROSECOND, \"zts\")), \
-     TO_VARCHAR(\"doc\"), \"uid\", HEX_ENCODE(\"raw\"), TO_VARCHAR(\"tags\"), TO_VARCHAR(\"nums\"), \
-     TO_VARCHAR(\"flag\"), TO_VARCHAR(\"score\" * 4), \"Note\", \"bio\", \"region\" \
-     FROM \"all_types\" ORDER BY \"id\"";
-
-/// Arrays come back as JSON text; the model joins their items.
-fn join_array(cell: &Option<String>, separator: &str) -> Option<String> {
-    let items: Vec<serde_json::Value> = serde_json::from_str(cell.as_deref()?).ok()?;
-    Some(
-        items
-            .iter()
-            .map(|v| match v {
-                serde_json::Value::String(s) => s.clone(),
-                other => other.to_string(),
-            })
-            .collect::<Vec<_>>()
-            .join(separator),
-    )
-}
-
-fn all_types_rows(fakesnow: &Fakesnow) -> Vec<Vec<Option<String>>> {
-    fakesnow
-        .query(ALL_TYPES)
-        .into_iter()
-        .map(|mut row| {
-            row[11] = join_array(&row[11], "|");
-            row[12] = join_array(&row[12], ",");
-            // FLOAT renders without a fraction when it has none.
-            row[14] = row[14]
-                .as_deref()
-                .map(|s| s.trim_end_matches(".0").to_string());
-            row
-        })
-        .collect()
-}
-
 fn floe_env(
     broker: &Broker,
     fakesnow: &Fakesnow,
@@ -96,7 +57,7 @@ fn stream_loads_into_snowflake_equal_to_the_model() {
     );
 
     assert!(types.expected().len() > 100 && tx.expected().len() > 150);
-    assert_same_rows(&all_types_rows(&fakesnow), &types.expected());
+    assert_same_rows(&fakesnow.all_types_rows(), &types.expected());
     assert_same_rows(&fakesnow.query(TRANSACTIONS_QUERY), &tx.expected());
     let stored =
         fakesnow.query("SELECT TO_VARCHAR(SUM(NEXT_OFFSET)::NUMBER(38,0)) FROM _FLOE_OFFSETS");
@@ -360,7 +321,7 @@ fn a_snowflake_outage_pauses_its_partitions_and_loses_nothing() {
         "{log}"
     );
 
-    assert_same_rows(&all_types_rows(&fakesnow), &types.expected());
+    assert_same_rows(&fakesnow.all_types_rows(), &types.expected());
     assert_same_rows(
         &query_text(&dir.join("floe.duckdb"), tx.check_query()),
         &tx.expected(),

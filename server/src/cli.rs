@@ -70,7 +70,7 @@ pub enum Command {
     /// Run the pipeline until SIGTERM/SIGINT.
     Run {
         /// TOML configuration file; without it, defaults and FLOE_* variables apply.
-        #[arg(long, short)]
+        #[arg(long, short, env = "FLOE_CONFIG")]
         config: Option<PathBuf>,
     },
     /// Write a generated Debezium change stream to a topic.

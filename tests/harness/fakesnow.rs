@@ -162,6 +162,26 @@ impl Fakesnow {
         ]
     }
 
+    /// The `all_types` table as text, in the form of the workload's model.
+    pub fn all_types_rows(&self) -> Vec<Vec<Option<String>>> {
+        all_types_rows(self)
+    }
+
+    /// A `[sinks.NAME]` table loading `topics` here.
+    pub fn sink_toml(&self, name: &str, topics: &[&str]) -> String {
+        let topics: Vec<String> = topics.iter().map(|t| format!("{t:?}")).collect();
+        format!(
+            "[sinks.{name}]\nkind = \"snowflake\"\ntopics = [{}]\n[sinks.{name}.snowflake]\n\
+             account = \"{ACCOUNT}\"\nuser = \"floe\"\ndatabase = \"FLOE\"\n\
+             password_file = \"{}\"\nca_file = \"{}\"\nresolve = \"127.0.0.1:{}\"\n\
+             request_timeout_ms = 5000\n",
+            topics.join(", "),
+            self.dir.join("password").display(),
+            self.dir.join("ca.pem").display(),
+            self.port,
+        )
+    }
+
     /// A session through the real crate.
     pub fn client(&self) -> Client {
         Client::new(&self.config()).expect("snowflake client")
@@ -178,4 +198,43 @@ impl Drop for Fakesnow {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The all_types check query in Snowflake SQL: every column as text, in the model's form.
+const ALL_TYPES_QUERY: &str = "SELECT TO_VARCHAR(\"id\"), TO_VARCHAR(\"amount\"), \"ratio\", TO_VARCHAR(\"day\"), \
+     TO_VARCHAR(\"at_time\"), TO_VARCHAR(DATE_PART(EPOCH_MICROSECOND, \"ts_milli\")), \
+     TO_VARCHAR(DATE_PART(EPOCH_MICROSECOND, \"ts_micro\")), TO_VARCHAR(DATE_PART(EPOCH_MICROSECOND, \"zts\")), \
+     TO_VARCHAR(\"doc\"), \"uid\", HEX_ENCODE(\"raw\"), TO_VARCHAR(\"tags\"), TO_VARCHAR(\"nums\"), \
+     TO_VARCHAR(\"flag\"), TO_VARCHAR(\"score\" * 4), \"Note\", \"bio\", \"region\" \
+     FROM \"all_types\" ORDER BY \"id\"";
+
+/// Arrays come back as JSON text; the model joins their items.
+fn join_array(cell: &Option<String>, separator: &str) -> Option<String> {
+    let items: Vec<serde_json::Value> = serde_json::from_str(cell.as_deref()?).ok()?;
+    Some(
+        items
+            .iter()
+            .map(|v| match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(separator),
+    )
+}
+
+fn all_types_rows(fakesnow: &Fakesnow) -> Vec<Vec<Option<String>>> {
+    fakesnow
+        .query(ALL_TYPES_QUERY)
+        .into_iter()
+        .map(|mut row| {
+            row[11] = join_array(&row[11], "|");
+            row[12] = join_array(&row[12], ",");
+            // FLOAT renders without a fraction when it has none.
+            row[14] = row[14]
+                .as_deref()
+                .map(|s| s.trim_end_matches(".0").to_string());
+            row
+        })
+        .collect()
 }

@@ -761,3 +761,15 @@ pub fn metrics_text(addr: &str, operator_key: &str) -> String {
     assert_eq!(status, 200, "{text}");
     text
 }
+
+/// The peak resident memory (VmHWM) of process `pid`, in KiB; 0 once it has gone.
+pub fn peak_rss_kib(pid: i32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
