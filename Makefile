@@ -68,7 +68,7 @@ health: ## Ask a running floe whether it is ready (FLOE_API, default http://127.
 coverage: tansu guests fakesnow prometheus ## Line coverage of the whole test suite; prints the server crate's figure
 	bash scripts/coverage.sh
 
-chaos: tansu guests ## The long chaos run: 1M events while floe is killed, the broker restarted, validators swapped
+chaos: tansu guests ## The long chaos run: 1M events while floe is killed, the broker restarted, the sink stopped, validators swapped
 	cargo build --workspace --bins --tests
 	FLOE_CHAOS_EVENTS=$${FLOE_CHAOS_EVENTS:-1000000} cargo test -p floe-e2e --test chaos -- --nocapture
 
