@@ -249,7 +249,7 @@ fn a_batch_is_one_span_tree_that_continues_the_producers_trace() {
     assert!(logged
         .iter()
         .any(|l| l["span"]["trace_id"] == PRODUCER_TRACE));
-    floe.terminate(Duration::from_secs(30));
+    assert_eq!(floe.terminate(Duration::from_secs(30)), 0, "a clean stop");
 }
 
 #[test]
@@ -292,7 +292,7 @@ fn spans_go_over_grpc_under_the_service_name_of_the_environment() {
         batch.span.parent_span_id.is_empty(),
         "no producer trace: a root span"
     );
-    floe.terminate(Duration::from_secs(30));
+    assert_eq!(floe.terminate(Duration::from_secs(30)), 0, "a clean stop");
 }
 
 /// A collector that accepts connections and never answers is the worst case for an
