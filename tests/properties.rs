@@ -88,16 +88,21 @@ fn step() -> impl Strategy<Value = Step> {
     )
 }
 
+/// A DuckDB sink on a new file in the scratch directory `name`, and the file's path.
 fn open(name: &str, soft_delete: bool) -> (Box<dyn Sink>, std::path::PathBuf) {
-    let dir = floe_e2e::scratch_dir(name);
-    let path = dir.join("t.duckdb");
+    let path = floe_e2e::scratch_dir(name).join("t.duckdb");
+    (sink_at(&path, soft_delete), path)
+}
+
+/// A DuckDB sink on the file at `path`, as a (re)started floe opens it.
+fn sink_at(path: &std::path::Path, soft_delete: bool) -> Box<dyn Sink> {
     let mut config = SinkConfig {
         kind: SinkKind::Duckdb,
         soft_delete,
         ..SinkConfig::default()
     };
-    config.duckdb.path = path.clone();
-    (floe::sink::open(&config).expect("open DuckDB"), path)
+    config.duckdb.path = path.to_path_buf();
+    floe::sink::open(&config).expect("open DuckDB")
 }
 
 /// (id, v) of every row of the table that is not (softly) deleted.
@@ -187,8 +192,7 @@ proptest! {
             if crashes[round % crashes.len()] {
                 // A restarted process reads where to resume from the sink.
                 drop(sink);
-                let (reopened, _) = open_existing(&path);
-                sink = reopened;
+                sink = sink_at(&path, false);
             }
             let stored = sink.stored_offsets().expect("stored offsets");
             next = stored
@@ -201,18 +205,6 @@ proptest! {
         drop(sink);
         prop_assert_eq!(table(&path, false), model(&stream));
     }
-}
-
-fn open_existing(path: &std::path::Path) -> (Box<dyn Sink>, std::path::PathBuf) {
-    let mut config = SinkConfig {
-        kind: SinkKind::Duckdb,
-        ..SinkConfig::default()
-    };
-    config.duckdb.path = path.to_path_buf();
-    (
-        floe::sink::open(&config).expect("reopen DuckDB"),
-        path.to_path_buf(),
-    )
 }
 
 /// The Debezium samples and the bad-input corpus: the seeds the decoder is mutated from.

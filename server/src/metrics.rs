@@ -116,7 +116,7 @@ impl Collector for StatsCollector {
             &mut encoder,
             "floe_consumer_lag_messages",
             "messages behind the partitions' high watermarks",
-            vec![(vec![], ConstGauge::new(s.lag.load(Ordering::Relaxed)))],
+            vec![(vec![], ConstGauge::new(s.lag()))],
         )?;
         let partitions = s
             .partition_lag()

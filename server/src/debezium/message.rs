@@ -131,19 +131,17 @@ fn unwrap_envelope(bytes: &[u8]) -> Result<(Option<&RawValue>, Option<&RawValue>
     }
     let members: Members =
         serde_json::from_str(whole.get()).map_err(|e| DecodeError::Json(e.to_string()))?;
-    if members.get("schema").is_some() && members.get("payload").is_none() {
-        return Err(DecodeError::NotAnEvent(
-            "the envelope has a \"schema\" but no \"payload\"".into(),
-        ));
-    }
-    let is_envelope =
-        members.0.len() == 2 && members.get("schema").is_some() && members.get("payload").is_some();
-    if !is_envelope {
-        return Ok((None, Some(whole)));
-    }
-    let schema = members.get("schema").filter(|r| r.get() != "null");
-    let payload = members.get("payload").filter(|r| r.get() != "null");
-    Ok((schema, payload))
+    let (schema, payload) = match (members.get("schema"), members.get("payload")) {
+        (Some(_), None) => {
+            return Err(DecodeError::NotAnEvent(
+                "the envelope has a \"schema\" but no \"payload\"".into(),
+            ))
+        }
+        (Some(schema), Some(payload)) if members.0.len() == 2 => (schema, payload),
+        _ => return Ok((None, Some(whole))),
+    };
+    let present = |r: &&RawValue| r.get() != "null";
+    Ok((Some(schema).filter(present), Some(payload).filter(present)))
 }
 
 fn kind_of(text: &str) -> &'static str {
@@ -307,6 +305,7 @@ fn typed_row(decoders: &[ColumnDecoder], image: &RawValue) -> Result<Vec<Value>,
                     DecodeError::Schema(format!("payload column {name:?} is not in the schema"))
                 })?,
         };
+        check_nesting(name, raw)?;
         values[idx] =
             values::decode(raw, &decoders[idx].wire).map_err(|reason| DecodeError::Column {
                 column: name.to_string(),
@@ -314,6 +313,18 @@ fn typed_row(decoders: &[ColumnDecoder], image: &RawValue) -> Result<Vec<Value>,
             })?;
     }
     Ok(values)
+}
+
+/// A column whose JSON nests too deep is refused before anything recurses through it;
+/// checked once per column, nested arrays and structs included.
+fn check_nesting(name: &str, raw: &RawValue) -> Result<(), DecodeError> {
+    if raw.get().starts_with(['[', '{']) {
+        values::check_depth(raw.get()).map_err(|reason| DecodeError::Column {
+            column: name.to_string(),
+            reason,
+        })?;
+    }
+    Ok(())
 }
 
 fn schemaless_row(
@@ -330,12 +341,7 @@ fn schemaless_row(
     let mut columns = Vec::with_capacity(members.0.len());
     let mut row = Vec::with_capacity(members.0.len());
     for (name, raw) in &members.0 {
-        if raw.get().starts_with(['[', '{']) {
-            values::check_depth(raw.get()).map_err(|reason| DecodeError::Column {
-                column: name.to_string(),
-                reason,
-            })?;
-        }
+        check_nesting(name, raw)?;
         let (ty, value) = values::infer(raw);
         columns.push((name.to_string(), ty.unwrap_or(ColumnType::Text)));
         row.push(value);

@@ -36,7 +36,7 @@ use crate::telemetry::Stats;
 use crate::transform::{LoadError, RouteError, Routes, Runtime, SharedRoutes, Staged};
 use lanes::{Lane, LaneOffsets};
 use load::{absorb, LoadStage};
-use routes::{create_dlq_topics, follow_control_plane};
+use routes::{create_dlq_topic, create_dlq_topics, follow_control_plane};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -116,16 +116,7 @@ pub async fn run(
             routes.clone(),
         ))
     });
-    let kafka = &config.kafka;
-    if let Err(e) = source::create_topic_with(
-        &kafka.brokers,
-        &kafka.properties,
-        &config.dlq.topic,
-        1,
-        &[("max.message.bytes", crate::dlq::DLQ_MAX_MESSAGE_BYTES)],
-    )
-    .await
-    {
+    if let Err(e) = create_dlq_topic(&config.kafka, &config.dlq.topic).await {
         tracing::warn!(topic = %config.dlq.topic, error = %e, "cannot create the DLQ topic; it must exist before a record is dead-lettered");
     }
     let kafka_breaker = Breaker::new("kafka", &config.resilience);
@@ -365,12 +356,7 @@ impl Loop<'_> {
     fn hand_off(&mut self, lane: usize) -> Result<(), PipelineError> {
         let lane = &mut self.lanes[lane];
         let mut batch = std::mem::take(&mut lane.batch);
-        let decode_errors = batch
-            .dead_letters
-            .iter()
-            .filter(|d| d.category == Category::Decode)
-            .count();
-        batch.trace.received(&batch.offsets, decode_errors);
+        batch.trace.received(&batch.offsets);
         lane.to_sink
             .send(batch)
             .map_err(|_| PipelineError::SinkGone)?;
@@ -443,7 +429,9 @@ impl Loop<'_> {
         };
         let decode_started = Instant::now();
         let decoded = self.decoder.decode(m.key(), m.payload(), position);
-        batch.trace.decoded(decode_started.elapsed());
+        batch
+            .trace
+            .decoded(decode_started.elapsed(), decoded.is_err());
         let change = match decoded {
             Ok(c) => c,
             Err(e) => {

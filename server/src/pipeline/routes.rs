@@ -42,16 +42,22 @@ pub(super) async fn follow_control_plane(
 }
 
 /// Creates the tenants' DLQ topics the routes name (existing ones are left alone).
+/// A DLQ topic, made to take a dead letter as large as any record of its sources.
+pub(super) async fn create_dlq_topic(
+    kafka: &KafkaConfig,
+    topic: &str,
+) -> Result<(), rdkafka::error::KafkaError> {
+    let settings = [("max.message.bytes", crate::dlq::DLQ_MAX_MESSAGE_BYTES)];
+    source::create_topic_with(&kafka.brokers, &kafka.properties, topic, 1, &settings).await
+}
+
 pub(super) async fn create_dlq_topics(kafka: &KafkaConfig, routes: &[RouteConfig]) {
     let topics: std::collections::BTreeSet<&str> = routes
         .iter()
         .filter_map(|r| r.dlq_topic.as_deref())
         .collect();
     for topic in topics {
-        let settings = [("max.message.bytes", crate::dlq::DLQ_MAX_MESSAGE_BYTES)];
-        if let Err(e) =
-            source::create_topic_with(&kafka.brokers, &kafka.properties, topic, 1, &settings).await
-        {
+        if let Err(e) = create_dlq_topic(kafka, topic).await {
             tracing::warn!(%topic, error = %e, "cannot create a tenant's DLQ topic");
         }
     }

@@ -142,7 +142,7 @@ mod tests {
             batch
                 .trace
                 .on_message(Some(headers.as_borrowed()), "sink", "g");
-            batch.trace.received(&batch.offsets, 0);
+            batch.trace.received(&batch.offsets);
             let root = batch.trace.root();
             let on_load_thread = dispatch.clone();
             std::thread::spawn(move || {

@@ -8,7 +8,7 @@ pub use logging::{init, Telemetry};
 pub use otlp::{OtlpError, OtlpTarget};
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::resilience::Breaker;
@@ -32,15 +32,14 @@ pub struct Stats {
     pub sink_errors: AtomicU64,
     pub toast_missing: AtomicU64,
     pub flushes: AtomicU64,
-    /// Messages behind the partitions' high watermarks, from librdkafka statistics.
-    pub lag: AtomicI64,
     /// Rows merged as deletes (the rest of `loaded` are inserts and updates).
     pub deleted: AtomicU64,
     /// True while the pipeline consumes (every sink opened, every breaker registered).
     pub running: std::sync::atomic::AtomicBool,
     /// Errors by category (`decode`, `sink_transient`, `kafka`, `dlq`, …).
     errors: Mutex<BTreeMap<&'static str, u64>>,
-    /// The lag of each assigned partition, by (topic, partition).
+    /// The lag of each assigned partition, by (topic, partition), from librdkafka
+    /// statistics.
     partition_lag: Mutex<BTreeMap<(String, i32), i64>>,
     breakers: Mutex<Vec<Arc<Breaker>>>,
     /// Verdicts by source table, rows loaded by target table.
@@ -99,12 +98,19 @@ impl Stats {
         }
     }
 
-    /// Each assigned partition's lag, as librdkafka last reported it; `lag` is their sum.
+    /// Each assigned partition's lag, as librdkafka last reported it.
     pub fn set_partition_lag(&self, lags: BTreeMap<(String, i32), i64>) {
-        self.lag.store(lags.values().sum(), Ordering::Relaxed);
         if let Ok(mut current) = self.partition_lag.lock() {
             *current = lags;
         }
+    }
+
+    /// Messages behind the high watermarks of every assigned partition.
+    pub fn lag(&self) -> i64 {
+        self.partition_lag
+            .lock()
+            .map(|l| l.values().sum())
+            .unwrap_or_default()
     }
 
     pub fn partition_lag(&self) -> BTreeMap<(String, i32), i64> {
@@ -186,7 +192,7 @@ impl Stats {
             "dead_lettered": get(&self.dead_lettered),
             "flushes": get(&self.flushes),
             "toast_missing": get(&self.toast_missing),
-            "lag": self.lag.load(Ordering::Relaxed),
+            "lag": self.lag(),
             "lag_by_partition": self
                 .partition_lag()
                 .into_iter()
@@ -225,7 +231,7 @@ impl Stats {
             if by_category.is_empty() { "-".to_string() } else { by_category.join(",") },
             breakers.join(","),
             get(&self.toast_missing),
-            self.lag.load(Ordering::Relaxed),
+            self.lag(),
         )
     }
 }

@@ -38,6 +38,7 @@ pub struct BatchTrace {
     consume: Option<Span>,
     decode: Option<Span>,
     decode_time: Duration,
+    decode_errors: u64,
     messages: u64,
     links: usize,
 }
@@ -100,17 +101,18 @@ impl BatchTrace {
         self.root = Some(root);
     }
 
-    /// Time spent decoding one message.
-    pub fn decoded(&mut self, took: Duration) {
+    /// One message decoded (or not), and the time it took.
+    pub fn decoded(&mut self, took: Duration, failed: bool) {
         self.decode_time += took;
+        self.decode_errors += u64::from(failed);
     }
 
     /// The batch leaves the consume loop: ends its consume and decode spans. `offsets`
     /// are the next offsets to read per partition.
-    pub fn received(&mut self, offsets: &BTreeMap<(Arc<str>, i32), i64>, decode_errors: usize) {
+    pub fn received(&mut self, offsets: &BTreeMap<(Arc<str>, i32), i64>) {
         if let Some(decode) = self.decode.take() {
-            decode.record("floe.decoded", self.messages - decode_errors as u64);
-            decode.record("floe.decode_errors", decode_errors as u64);
+            decode.record("floe.decoded", self.messages - self.decode_errors);
+            decode.record("floe.decode_errors", self.decode_errors);
             decode.record("floe.decode_seconds", self.decode_time.as_secs_f64());
         }
         if let Some(consume) = self.consume.take() {

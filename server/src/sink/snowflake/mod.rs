@@ -257,7 +257,7 @@ impl SnowflakeSink {
     fn apply_batch(&mut self, batch: &Batch) -> Result<ApplyCounts, SinkError> {
         let mut prepared = Vec::new();
         for (index, (table, rows)) in batch.tables.iter().enumerate() {
-            prepared.push((table, self.prepare(index, table, rows)?));
+            prepared.push((table, rows, self.prepare(index, table, rows)?));
         }
         let mut truncated = Vec::new();
         for table in &batch.truncates {
@@ -272,11 +272,8 @@ impl SnowflakeSink {
                     .execute(&format!("DELETE FROM {}", quote_ident(table)))?;
                 total.truncates += 1;
             }
-            for (table, p) in &prepared {
-                let _span = batch
-                    .tables
-                    .get(*table)
-                    .map(|rows| merge_span("snowflake", table, rows).entered());
+            for (table, rows, p) in &prepared {
+                let _span = merge_span("snowflake", table, rows).entered();
                 let c = sink.merge(table, p)?;
                 total.upserts += c.upserts;
                 total.deletes += c.deletes;
