@@ -12,7 +12,7 @@ FAKESNOW_VERSION := 0.12.1
 FAKESNOW := $(CACHE)/fakesnow/.installed-$(FAKESNOW_VERSION)
 export FLOE_FAKESNOW_PYTHON := $(CACHE)/fakesnow/bin/python
 
-.PHONY: help demo test build tansu guests fakesnow prometheus health bench fmt lint coverage chaos \
+.PHONY: help demo test build tansu guests fakesnow prometheus health bench fmt lint coverage chaos fuzz \
 	docker-up docker-down docker-logs clean-demo
 
 help: ## List the targets
@@ -67,6 +67,9 @@ health: ## Ask a running floe whether it is ready (FLOE_API, default http://127.
 
 coverage: tansu guests fakesnow prometheus ## Line coverage of the whole test suite; prints the server crate's figure
 	bash scripts/coverage.sh
+
+fuzz: ## Fuzz the Debezium decoder and the SQL text renderer (cargo-fuzz, nightly), FUZZ_SECONDS each
+	bash scripts/fuzz.sh
 
 chaos: tansu guests ## The long chaos run: 1M events while floe is killed, the broker restarted, the sink stopped, validators swapped
 	cargo build --workspace --bins --tests

@@ -4,9 +4,7 @@
 
 use crate::change::ColumnType;
 
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
+pub use crate::sql_text::quote_ident;
 
 /// The target column type.
 pub fn target_type(ty: &ColumnType) -> String {

@@ -22,26 +22,7 @@ pub const METADATA: &[(&str, &str)] = &[
     ("_FLOE_OFFSET", "NUMBER(19,0)"),
 ];
 
-pub fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-/// A single-quoted string literal. Snowflake treats `\` as an escape inside these, so it
-/// is doubled along with `'`; NUL is written as its escape.
-pub fn string_literal(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('\'');
-    for c in text.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\'' => out.push_str("''"),
-            '\0' => out.push_str("\\0"),
-            c => out.push(c),
-        }
-    }
-    out.push('\'');
-    out
-}
+pub use crate::sql_text::{quote_ident, snowflake_string_literal as string_literal};
 
 pub fn target_type(ty: &ColumnType) -> String {
     use ColumnType as T;

@@ -271,6 +271,24 @@ fn decode_key(key: Option<&[u8]>) -> Result<Members<'_>, DecodeError> {
     Ok(members)
 }
 
+/// Every name must be one a target table can have: PostgreSQL never sends an empty or a
+/// repeated column name, and neither DuckDB nor Snowflake would create one.
+fn check_column_names(columns: &[Column]) -> Result<(), DecodeError> {
+    let mut seen = std::collections::HashSet::with_capacity(columns.len());
+    for column in columns {
+        if column.name.is_empty() {
+            return Err(DecodeError::Schema("a column has an empty name".into()));
+        }
+        if !seen.insert(column.name.as_str()) {
+            return Err(DecodeError::Schema(format!(
+                "column {:?} appears twice",
+                column.name
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn table_schema(
     columns: Vec<(String, ColumnType)>,
     key_names: &[&str],
@@ -279,6 +297,7 @@ pub(super) fn table_schema(
         .into_iter()
         .map(|(name, ty)| Column { name, ty })
         .collect();
+    check_column_names(&columns)?;
     let key = key_names
         .iter()
         .map(|k| {

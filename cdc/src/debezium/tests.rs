@@ -508,6 +508,21 @@ fn limits_and_contradictions_are_decode_errors() {
     .unwrap_err()
     .to_string();
     assert!(variable.contains("out of range"), "{variable}");
+
+    // Names no target table can have, whether the row is schemaless or typed.
+    let row = |after: &str| format!(r#"{{"after":{{{after}}},"op":"c","source":{{"table":"t"}}}}"#);
+    let repeated = err(ID_KEY, &row(r#""id":1,"id":2"#));
+    assert!(
+        repeated.contains(r#"column "id" appears twice"#),
+        "{repeated}"
+    );
+    let empty = err(ID_KEY, &row(r#""id":1,"":2"#));
+    assert!(empty.contains("empty name"), "{empty}");
+    let typed_repeat = err(
+        ID_KEY,
+        r#"{"schema":{"type":"struct","fields":[{"type":"struct","field":"after","optional":true,"fields":[{"type":"int32","field":"id"},{"type":"int32","field":"id"}]}]},"payload":{"after":{"id":1},"op":"c","source":{"table":"t"}}}"#,
+    );
+    assert!(typed_repeat.contains("appears twice"), "{typed_repeat}");
 }
 
 #[test]
