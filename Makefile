@@ -55,9 +55,10 @@ demo: ## Broker + load generator + floe (with a validator) into DuckDB, then wha
 	$(MAKE) guests
 	FLOE=$(FLOE) TANSU=$(TANSU) bash scripts/demo.sh
 
-bench: tansu guests ## Raw consume+parse vs floe end to end, with and without a validator (release)
+bench: tansu guests fakesnow ## Raw baseline vs floe (DuckDB, validator, Snowflake emulator), latency, tenants; writes docs/benchmarks.*
 	cargo build --release --workspace --bins
-	TANSU=$(TANSU) FLOE=$(CARGO_TARGET_DIR)/release/floe bash scripts/bench.sh
+	TANSU=$(TANSU) FLOE=$(CARGO_TARGET_DIR)/release/floe FLOE_BENCH=$(CARGO_TARGET_DIR)/release/floe-bench \
+		bash scripts/bench.sh
 
 fmt: ## Format the code
 	cargo fmt --all

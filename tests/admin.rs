@@ -533,6 +533,43 @@ fn floe_run_serves_the_admin_api() {
     assert_eq!(code, 0, "{out}{err}");
     let (code, out, err) = cli(&globex, &["validator", "activate", "globex", "orders", "1"]);
     assert_eq!(code, 0, "{out}{err}");
+    // `--key` is the API key on every subcommand; key columns are `--key-columns`.
+    let (code, out, err) = cli(
+        "",
+        &[
+            "route",
+            "set",
+            "globex",
+            "orders",
+            "--validator",
+            "orders",
+            "--key",
+            &globex,
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let set: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(set["route"]["key"], Value::Null, "{out}");
+    let (code, out, err) = cli(
+        &globex,
+        &[
+            "route",
+            "set",
+            "globex",
+            "orders",
+            "--validator",
+            "orders",
+            "--key-columns",
+            "transaction_id",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let set: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(
+        set["route"]["key"],
+        serde_json::json!(["transaction_id"]),
+        "{out}"
+    );
     let (code, out, err) = cli(
         &globex,
         &["route", "set", "globex", "orders", "--validator", "orders"],

@@ -98,6 +98,9 @@ pub enum Command {
         /// Percent of `transactions` updates that break the example validator's rules.
         #[arg(long, default_value_t = 0)]
         invalid_percent: u32,
+        /// Stamp `updated_at` and the source time with the wall clock (latency runs).
+        #[arg(long)]
+        wall_clock: bool,
     },
     /// Show a consumer group's committed offsets against the topic's high watermarks.
     Progress {
@@ -121,18 +124,6 @@ pub enum Command {
         #[arg(long, env = "FLOE_DUCKDB_PATH", default_value = "floe.duckdb")]
         duckdb: PathBuf,
         sql: String,
-    },
-    /// Benchmark baseline: consume a topic from the beginning and parse every value with
-    /// serde_json, nothing else; prints events/s.
-    #[command(hide = true)]
-    RawConsume {
-        #[arg(long, default_value = "127.0.0.1:9092")]
-        brokers: String,
-        #[arg(long)]
-        topic: String,
-        /// librdkafka `fetch.wait.max.ms`, the same value floe is given in the benchmark.
-        #[arg(long, default_value_t = 500)]
-        fetch_wait_ms: u64,
     },
 }
 
@@ -201,9 +192,10 @@ pub enum RouteCommand {
         /// Target table; default: the source table's name.
         #[arg(long)]
         target: Option<String>,
-        /// Key columns, comma-separated; default: the Debezium key.
+        /// Key columns, comma-separated; default: the Debezium key. (Not `--key`: that
+        /// is the API key, accepted by every subcommand.)
         #[arg(long, value_delimiter = ',')]
-        key: Option<Vec<String>>,
+        key_columns: Option<Vec<String>>,
     },
     /// A tenant's routes.
     List { tenant: String },

@@ -18,7 +18,12 @@ pub enum Profile {
     /// `all_types`: every logical type floe decodes, TOAST placeholders, a mixed-case
     /// column name (`Note`), and a column that appears halfway through the stream.
     AllTypes,
+    /// `transactions` with four more columns — `fee DECIMAL(12,4)`, `currency`, `memo`
+    /// text and `attributes` JSON: ten columns, the benchmark's workload.
+    TransactionsWide,
 }
+
+const CURRENCIES: &[&str] = &["EUR", "USD", "GBP", "JPY", "CHF"];
 
 /// One Kafka record: key and value JSON (a `None` value is a tombstone).
 #[derive(Debug, Clone)]
@@ -87,6 +92,11 @@ pub struct Workload {
     invalid_percent: u32,
     /// Invalid updates emitted; a validating loader rejects each and keeps the row as it was.
     pub invalid_events: u64,
+    /// Stamp changes with the wall clock instead of a synthetic one (latency runs).
+    wall_clock: bool,
+    /// The rendered envelope schema and whether it has `region`: it repeats in every
+    /// record, and building it anew made the generator slower than the broker.
+    schema_text: Option<(bool, String)>,
 }
 
 impl Workload {
@@ -107,7 +117,23 @@ impl Workload {
             base_us: 1_767_225_600_000_000, // 2026-01-01T00:00:00Z
             invalid_percent: 0,
             invalid_events: 0,
+            wall_clock: false,
+            schema_text: None,
         }
+    }
+
+    /// Stamps each change's `updated_at` and source `ts_ms` with the time it is made, so
+    /// that a target row tells how long it took to become visible.
+    pub fn with_wall_clock(mut self) -> Self {
+        self.wall_clock = true;
+        self
+    }
+
+    fn is_transactions(&self) -> bool {
+        matches!(
+            self.profile,
+            Profile::Transactions | Profile::TransactionsWide
+        )
     }
 
     /// Makes `percent`% of `transactions` updates break `transactions-validator`'s rules:
@@ -120,7 +146,7 @@ impl Workload {
 
     pub fn table(&self) -> &'static str {
         match self.profile {
-            Profile::Transactions => "transactions",
+            Profile::Transactions | Profile::TransactionsWide => "transactions",
             Profile::AllTypes => "all_types",
         }
     }
@@ -146,6 +172,12 @@ impl Workload {
     }
 
     fn now_us(&self) -> i64 {
+        if self.wall_clock {
+            let since_epoch = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            return since_epoch.as_micros() as i64;
+        }
         self.base_us + self.emitted as i64 * 1_000 + 7
     }
 
@@ -183,9 +215,7 @@ impl Workload {
         if toast {
             row.bio = old.bio.clone();
         }
-        if self.profile == Profile::Transactions
-            && self.rng.random_range(0..100) < self.invalid_percent
-        {
+        if self.is_transactions() && self.rng.random_range(0..100) < self.invalid_percent {
             self.invalid_events += 1;
             if self.rng.random_bool(0.5) {
                 row.cents = -row.cents;
@@ -255,9 +285,10 @@ impl Workload {
     }
 
     fn key_json(&self, id: i64) -> String {
-        let field = match self.profile {
-            Profile::Transactions => "transaction_id",
-            Profile::AllTypes => "id",
+        let field = if self.is_transactions() {
+            "transaction_id"
+        } else {
+            "id"
         };
         json!({
             "schema": {"type": "struct", "optional": false,
@@ -291,16 +322,28 @@ impl Workload {
             "ts_ms": ts_ms + 3,
             "transaction": null
         });
-        let value = json!({"schema": self.envelope_schema(), "payload": payload});
+        // As Kafka Connect's JsonConverter writes it: compact, the schema first.
+        let value = format!(
+            r#"{{"schema":{},"payload":{payload}}}"#,
+            self.rendered_schema()
+        );
         Record {
             key: self.key_json(row.id),
-            value: Some(value.to_string()),
+            value: Some(value),
         }
+    }
+
+    fn rendered_schema(&mut self) -> &str {
+        let with_region = self.with_region();
+        if self.schema_text.as_ref().map(|(r, _)| *r) != Some(with_region) {
+            self.schema_text = Some((with_region, self.envelope_schema().to_string()));
+        }
+        self.schema_text.as_ref().map_or("", |(_, text)| text)
     }
 
     fn key_only_image(&self, row: &Row) -> serde_json::Value {
         match self.profile {
-            Profile::Transactions => json!({"transaction_id": row.id}),
+            Profile::Transactions | Profile::TransactionsWide => json!({"transaction_id": row.id}),
             Profile::AllTypes => json!({"id": row.id}),
         }
     }
@@ -314,6 +357,18 @@ impl Workload {
                 "status": row.status,
                 "created_at": row.created_us,
                 "updated_at": zoned(row.updated_us, 0),
+            }),
+            Profile::TransactionsWide => json!({
+                "transaction_id": row.id,
+                "user_id": row.user_id,
+                "amount": decimal_base64(i128::from(row.cents)),
+                "status": row.status,
+                "created_at": row.created_us,
+                "updated_at": zoned(row.updated_us, 0),
+                "fee": decimal_base64(fee_units(row)),
+                "currency": CURRENCIES[row.user_id as usize % CURRENCIES.len()],
+                "memo": row.note,
+                "attributes": attributes(row),
             }),
             Profile::AllTypes => {
                 let mut v = json!({
@@ -360,6 +415,20 @@ impl Workload {
                 field("string", "", "status"),
                 field("int64", "io.debezium.time.MicroTimestamp", "created_at"),
                 field("string", "io.debezium.time.ZonedTimestamp", "updated_at"),
+            ],
+            Profile::TransactionsWide => vec![
+                json!({"type": "int64", "optional": false, "field": "transaction_id"}),
+                field("int32", "", "user_id"),
+                json!({"type": "bytes", "optional": true, "name": "org.apache.kafka.connect.data.Decimal",
+                       "version": 1, "parameters": {"scale": "2", "connect.decimal.precision": "10"}, "field": "amount"}),
+                field("string", "", "status"),
+                field("int64", "io.debezium.time.MicroTimestamp", "created_at"),
+                field("string", "io.debezium.time.ZonedTimestamp", "updated_at"),
+                json!({"type": "bytes", "optional": true, "name": "org.apache.kafka.connect.data.Decimal",
+                       "version": 1, "parameters": {"scale": "4", "connect.decimal.precision": "12"}, "field": "fee"}),
+                field("string", "", "currency"),
+                field("string", "", "memo"),
+                field("string", "io.debezium.data.Json", "attributes"),
             ],
             Profile::AllTypes => vec![
                 json!({"type": "int64", "optional": false, "field": "id"}),
@@ -434,6 +503,12 @@ impl Workload {
                  status, CAST(epoch_us(created_at) AS VARCHAR), CAST(epoch_us(updated_at) AS VARCHAR) \
                  FROM transactions ORDER BY transaction_id"
             }
+            Profile::TransactionsWide => {
+                "SELECT CAST(transaction_id AS VARCHAR), CAST(user_id AS VARCHAR), CAST(amount AS VARCHAR), \
+                 status, CAST(epoch_us(created_at) AS VARCHAR), CAST(epoch_us(updated_at) AS VARCHAR), \
+                 CAST(fee AS VARCHAR), currency, memo, CAST(attributes AS VARCHAR) \
+                 FROM transactions ORDER BY transaction_id"
+            }
             Profile::AllTypes => {
                 "SELECT CAST(id AS VARCHAR), CAST(amount AS VARCHAR), ratio, CAST(day AS VARCHAR), \
                  CAST(at_time AS VARCHAR), CAST(epoch_us(ts_milli) AS VARCHAR), CAST(epoch_us(ts_micro) AS VARCHAR), \
@@ -467,6 +542,18 @@ impl Workload {
                     Some(r.created_us.to_string()),
                     Some(r.updated_us.to_string()),
                 ],
+                Profile::TransactionsWide => vec![
+                    Some(r.id.to_string()),
+                    Some(r.user_id.to_string()),
+                    Some(scaled(i128::from(r.cents), 2)),
+                    Some(r.status.to_string()),
+                    Some(r.created_us.to_string()),
+                    Some(r.updated_us.to_string()),
+                    Some(scaled(fee_units(r), 4)),
+                    Some(CURRENCIES[r.user_id as usize % CURRENCIES.len()].to_string()),
+                    Some(r.note.to_string()),
+                    Some(attributes(r)),
+                ],
                 Profile::AllTypes => vec![
                     Some(r.id.to_string()),
                     Some(scaled(i128::from(r.cents) * -37, 4)),
@@ -496,6 +583,20 @@ impl Workload {
             })
             .collect()
     }
+}
+
+/// The wide profile's fee: 2.9% of the amount plus 0.30, at scale 4.
+fn fee_units(row: &Row) -> i128 {
+    i128::from(row.cents) * 29 + 3000
+}
+
+fn attributes(row: &Row) -> String {
+    format!(
+        "{{\"channel\":\"{}\",\"risk\":{},\"tags\":[\"t{}\"]}}",
+        ["web", "pos", "api"][(row.id % 3) as usize],
+        row.doc_n,
+        row.user_id % 10
+    )
 }
 
 fn decimal_base64(unscaled: i128) -> String {
@@ -562,7 +663,12 @@ mod tests {
 
     #[test]
     fn stream_decodes_and_deletes_carry_tombstones() {
-        let mut w = Workload::new(Profile::AllTypes, 50, 400, 7);
+        for profile in [Profile::AllTypes, Profile::TransactionsWide] {
+            decodes_with_tombstones(Workload::new(profile, 50, 400, 7));
+        }
+    }
+
+    fn decodes_with_tombstones(mut w: Workload) {
         let mut decoder = crate::debezium::Decoder::new();
         let mut tombstones = 0;
         for i in 0..400 {

@@ -70,6 +70,7 @@ fn main() -> anyhow::Result<()> {
             rate,
             partitions,
             invalid_percent,
+            wall_clock,
         } => {
             runtime
                 .block_on(floe::source::create_topic(
@@ -81,6 +82,9 @@ fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("cannot create topic {topic}"))?;
             let mut workload =
                 Workload::new(profile, keys, events, seed).with_invalid_percent(invalid_percent);
+            if wall_clock {
+                workload = workload.with_wall_clock();
+            }
             let records = produce::produce(&brokers, &topic, &mut workload, events, rate, |n| {
                 if n % 50_000 == 0 && n > 0 {
                     tracing::info!(events = n, "produced");
@@ -137,11 +141,6 @@ fn main() -> anyhow::Result<()> {
             println!("{report}");
             Ok(())
         }
-        Command::RawConsume {
-            brokers,
-            topic,
-            fetch_wait_ms,
-        } => raw_consume(&brokers, &topic, fetch_wait_ms),
     }
 }
 
@@ -284,45 +283,6 @@ async fn shutdown_signal() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
-}
-
-fn raw_consume(brokers: &str, topic: &str, fetch_wait_ms: u64) -> anyhow::Result<()> {
-    use rdkafka::consumer::{BaseConsumer, Consumer};
-    use rdkafka::message::Message;
-    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "floe-raw-consume")
-        .set("fetch.wait.max.ms", fetch_wait_ms.to_string())
-        .set("enable.auto.commit", "false")
-        .create()?;
-    let parts = floe::source::group_progress(brokers, "floe-raw-consume", topic)?;
-    let total: i64 = parts.iter().map(|p| p.high).sum();
-    let mut tpl = TopicPartitionList::new();
-    for p in &parts {
-        tpl.add_partition_offset(topic, p.partition, Offset::Beginning)?;
-    }
-    consumer.assign(&tpl)?;
-    let started = Instant::now();
-    let (mut seen, mut parsed) = (0i64, 0u64);
-    while seen < total {
-        if let Some(m) = consumer.poll(Duration::from_millis(500)) {
-            let m = m?;
-            seen += 1;
-            if let Some(v) = m.payload() {
-                if serde_json::from_slice::<serde_json::Value>(v).is_ok() {
-                    parsed += 1;
-                }
-            }
-        }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(600),
-            "raw consume timed out at {seen}/{total}"
-        );
-    }
-    let secs = started.elapsed().as_secs_f64();
-    println!("{{\"messages\": {seen}, \"parsed\": {parsed}, \"seconds\": {secs:.3}, \"events_per_s\": {:.0}}}", seen as f64 / secs);
-    Ok(())
 }
 
 /// Plain text for the common DuckDB types; cast in SQL for anything shown as `Debug`.

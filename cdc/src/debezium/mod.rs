@@ -58,6 +58,9 @@ fn check_column_count(columns: usize) -> Result<(), DecodeError> {
 /// topic repeats the same schema in every message, so it is parsed once.
 pub struct Decoder {
     schemas: HashMap<u64, Parsed>,
+    /// The last schema text and its hash: a topic repeats one schema, and comparing the
+    /// text costs a fraction of hashing it again.
+    last_schema: Option<(Box<str>, u64)>,
     max_value_bytes: usize,
 }
 
@@ -82,6 +85,7 @@ impl Decoder {
     pub fn with_max_value_bytes(limit: usize) -> Self {
         Self {
             schemas: HashMap::new(),
+            last_schema: None,
             max_value_bytes: limit,
         }
     }
@@ -104,9 +108,16 @@ impl Decoder {
         raw_schema: &str,
         key_names: &[&str],
     ) -> Result<(Arc<Vec<schema::ColumnDecoder>>, Arc<TableSchema>), DecodeError> {
-        let mut hasher = DefaultHasher::new();
-        raw_schema.hash(&mut hasher);
-        let id = hasher.finish();
+        let id = match &self.last_schema {
+            Some((text, id)) if **text == *raw_schema => *id,
+            _ => {
+                let mut hasher = DefaultHasher::new();
+                raw_schema.hash(&mut hasher);
+                let id = hasher.finish();
+                self.last_schema = Some((raw_schema.into(), id));
+                id
+            }
+        };
         // Bounded: a topic whose schema changes on every message must not grow memory.
         if self.schemas.len() >= 1024 && !self.schemas.contains_key(&id) {
             self.schemas.clear();

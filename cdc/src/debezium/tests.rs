@@ -535,3 +535,41 @@ fn json_nesting_is_bounded() {
     let quoted = format!(r#"["{}\"{}"]"#, "[".repeat(500), "{".repeat(500));
     assert!(values::check_depth(&quoted).is_ok());
 }
+
+/// A topic repeats one schema, and a warm decoder finds the payload by comparing the
+/// schema's bytes with the previous message's: every variant around that shortcut (the
+/// same schema with a broken, null, trailing or spaced payload, another schema) must
+/// get the answer a fresh decoder gives.
+#[test]
+fn repeated_schema_shortcut_answers_as_a_fresh_decoder() {
+    let schema = r#"{"type":"struct","fields":[{"type":"struct","optional":true,"field":"after","fields":[{"type":"int64","optional":false,"field":"id"},{"type":"string","optional":true,"field":"v"}]},{"type":"struct","optional":false,"field":"source","fields":[]},{"type":"string","optional":false,"field":"op"}]}"#;
+    let other = schema.replace(r#""field":"v""#, r#""field":"w""#);
+    let payload = r#"{"after":{"id":1,"v":"x"},"source":{"table":"t","lsn":5},"op":"c"}"#;
+    let messages = [
+        format!(r#"{{"schema":{schema},"payload":{payload}}}"#),
+        format!(r#"{{"schema":{schema},"payload":{payload}}}"#),
+        format!(r#"{{"schema":{schema},"payload":{payload}}}  "#),
+        format!(r#"{{"schema":{schema},"payload":null}}"#),
+        format!(r#"{{"schema":{schema},"payload":{payload}}}}}"#),
+        format!(r#"{{"schema":{schema},"payload":{payload},"extra":1}}"#),
+        format!(r#"{{"schema":{schema},"payload":{{"after":{{"id":1}}"#),
+        format!(r#"{{"schema":{schema}, "payload":{payload}}}"#),
+        format!(r#"{{"schema":{schema},"payload":{payload}}} x"#),
+        format!(r#"{{"schema":{schema}x,"payload":{payload}}}"#),
+        format!(
+            r#"{{"schema":{other},"payload":{}}}"#,
+            payload.replace(r#""v""#, r#""w""#)
+        ),
+        format!(r#"{{"schema":{schema},"payload":{payload}}}"#),
+    ];
+    let mut warm = Decoder::new();
+    for message in &messages {
+        let fresh = Decoder::new().decode(Some(ID_KEY), Some(message.as_bytes()), pos());
+        let reused = warm.decode(Some(ID_KEY), Some(message.as_bytes()), pos());
+        assert_eq!(
+            format!("{:?}", fresh.map(|c| c.event)),
+            format!("{:?}", reused.map(|c| c.event)),
+            "{message}"
+        );
+    }
+}

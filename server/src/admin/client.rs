@@ -123,11 +123,11 @@ pub fn route(command: &RouteCommand) -> Request {
             table,
             validator,
             target,
-            key,
+            key_columns,
         } => request(
             Method::PUT,
             format!("/v1/tenants/{tenant}/routes/{table}"),
-            Body::Json(json!({"validator": validator, "target": target, "key": key})),
+            Body::Json(json!({"validator": validator, "target": target, "key": key_columns})),
         ),
         RouteCommand::List { tenant } => request(
             Method::GET,

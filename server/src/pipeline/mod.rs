@@ -36,7 +36,7 @@ use crate::telemetry::Stats;
 use crate::transform::{LoadError, RouteError, Routes, Runtime, SharedRoutes, Staged};
 use lanes::{Lane, LaneOffsets};
 use load::{absorb, LoadStage};
-use routes::{create_dlq_topic, create_dlq_topics, follow_control_plane};
+use routes::{create_dlq_topic, create_route_dlq_topics, follow_control_plane};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -102,7 +102,7 @@ pub async fn run(
     if let Some(control) = &control {
         all_routes.extend(control.route_configs(&config.dlq.topic));
     }
-    create_dlq_topics(&config.kafka, &all_routes).await;
+    create_route_dlq_topics(&config.kafka, &all_routes, &mut Default::default()).await;
     let routes = Arc::new(SharedRoutes::new(Routes::load(
         &all_routes,
         wasm_runtime.as_deref(),

@@ -65,7 +65,8 @@ impl Default for Timings {
         Self {
             flush_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             batch_rows: Histogram::new(exponential_buckets(1.0, 2.0, 17)),
-            end_to_end_seconds: Histogram::new(exponential_buckets(0.01, 2.0, 20)),
+            // Finer than doubling: a latency objective (say p99 ≤ 300 ms) must be readable.
+            end_to_end_seconds: Histogram::new(exponential_buckets(0.005, 1.5, 26)),
             validator_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 18)),
         }
     }

@@ -187,8 +187,15 @@ impl Runtime {
                 }
             }
         }
+        let started = std::time::Instant::now();
         let component = Component::new(&self.engine, bytes)
             .map_err(|e| LoadError::Invalid(format!("{e:#}")))?;
+        tracing::info!(
+            hash = &hash[..12],
+            bytes = bytes.len(),
+            ms = started.elapsed().as_millis() as u64,
+            "compiled validator"
+        );
         match component.serialize() {
             Ok(serialized) => {
                 let tmp = artifact.with_extension("tmp");
