@@ -406,30 +406,30 @@ impl Workload {
                 json!({"type": t, "optional": true, "name": name, "version": 1, "field": f})
             }
         };
+        let transactions = || {
+            vec![
+                json!({"type": "int64", "optional": false, "field": "transaction_id"}),
+                field("int32", "", "user_id"),
+                json!({"type": "bytes", "optional": true, "name": "org.apache.kafka.connect.data.Decimal",
+                       "version": 1, "parameters": {"scale": "2", "connect.decimal.precision": "10"}, "field": "amount"}),
+                field("string", "", "status"),
+                field("int64", "io.debezium.time.MicroTimestamp", "created_at"),
+                field("string", "io.debezium.time.ZonedTimestamp", "updated_at"),
+            ]
+        };
         let mut columns = match self.profile {
-            Profile::Transactions => vec![
-                json!({"type": "int64", "optional": false, "field": "transaction_id"}),
-                field("int32", "", "user_id"),
-                json!({"type": "bytes", "optional": true, "name": "org.apache.kafka.connect.data.Decimal",
-                       "version": 1, "parameters": {"scale": "2", "connect.decimal.precision": "10"}, "field": "amount"}),
-                field("string", "", "status"),
-                field("int64", "io.debezium.time.MicroTimestamp", "created_at"),
-                field("string", "io.debezium.time.ZonedTimestamp", "updated_at"),
-            ],
-            Profile::TransactionsWide => vec![
-                json!({"type": "int64", "optional": false, "field": "transaction_id"}),
-                field("int32", "", "user_id"),
-                json!({"type": "bytes", "optional": true, "name": "org.apache.kafka.connect.data.Decimal",
-                       "version": 1, "parameters": {"scale": "2", "connect.decimal.precision": "10"}, "field": "amount"}),
-                field("string", "", "status"),
-                field("int64", "io.debezium.time.MicroTimestamp", "created_at"),
-                field("string", "io.debezium.time.ZonedTimestamp", "updated_at"),
-                json!({"type": "bytes", "optional": true, "name": "org.apache.kafka.connect.data.Decimal",
-                       "version": 1, "parameters": {"scale": "4", "connect.decimal.precision": "12"}, "field": "fee"}),
-                field("string", "", "currency"),
-                field("string", "", "memo"),
-                field("string", "io.debezium.data.Json", "attributes"),
-            ],
+            Profile::Transactions => transactions(),
+            Profile::TransactionsWide => {
+                let mut columns = transactions();
+                columns.extend([
+                    json!({"type": "bytes", "optional": true, "name": "org.apache.kafka.connect.data.Decimal",
+                           "version": 1, "parameters": {"scale": "4", "connect.decimal.precision": "12"}, "field": "fee"}),
+                    field("string", "", "currency"),
+                    field("string", "", "memo"),
+                    field("string", "io.debezium.data.Json", "attributes"),
+                ]);
+                columns
+            }
             Profile::AllTypes => vec![
                 json!({"type": "int64", "optional": false, "field": "id"}),
                 json!({"type": "bytes", "optional": true, "name": "org.apache.kafka.connect.data.Decimal",
