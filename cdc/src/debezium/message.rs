@@ -117,17 +117,10 @@ impl Source {
 }
 
 /// Splits `{"schema": …, "payload": …}` from a bare payload. Returns (schema, payload);
-/// a `None` payload is a tombstone. `known_schema` is the schema text of the previous
-/// message, if any.
-fn unwrap_envelope<'t>(
-    bytes: &'t [u8],
-    known_schema: Option<&str>,
-) -> Result<(Option<&'t str>, Option<&'t RawValue>), DecodeError> {
+/// a `None` payload is a tombstone.
+fn unwrap_envelope(bytes: &[u8]) -> Result<(Option<&str>, Option<&RawValue>), DecodeError> {
     let text =
         std::str::from_utf8(bytes).map_err(|e| DecodeError::Json(format!("not UTF-8 ({e})")))?;
-    if let Some(found) = known_schema.and_then(|known| split_known_schema(text, known)) {
-        return Ok(found);
-    }
     // One pass over the text when it is an object (the schema alone is most of an
     // enveloped message, and scanning it dominated decoding).
     let members: Members = match serde_json::from_str(text) {
@@ -165,24 +158,53 @@ fn unwrap_envelope<'t>(
     ))
 }
 
+/// The text of a message's envelope schema.
+pub(super) enum SchemaText<'t> {
+    /// Byte for byte the previous message's (the decoder keeps it).
+    Last,
+    Text(&'t str),
+}
+
+/// A message's schema and payload, parsed.
+type Parts<'t> = (Option<SchemaText<'t>>, Option<Payload<'t>>);
+
+/// The general path: any envelope or bare payload, every error named.
+fn parse_parts(bytes: &[u8]) -> Result<Parts<'_>, DecodeError> {
+    let (schema, payload) = unwrap_envelope(bytes)?;
+    let schema = schema.map(SchemaText::Text);
+    let payload = match payload {
+        Some(raw) => Some(
+            serde_json::from_str(raw.get()).map_err(|e| DecodeError::NotAnEvent(e.to_string()))?,
+        ),
+        None => None,
+    };
+    Ok((schema, payload))
+}
+
 /// The compact envelope Kafka Connect writes, `{"schema":S,"payload":P}`, whose `S` is
 /// byte for byte the schema of the previous message: the payload is found by comparing
 /// bytes instead of scanning the schema as JSON (most of a message, and most of the cost
-/// of decoding it). A JSON value ends where its text ends, so an equal prefix is the same
-/// value; any other text takes the general path, which gives the same answer.
-fn split_known_schema<'t>(
-    text: &'t str,
-    known: &str,
-) -> Option<(Option<&'t str>, Option<&'t RawValue>)> {
-    let schema_at = r#"{"schema":"#.len();
-    let rest = text.strip_prefix(r#"{"schema":"#)?.strip_prefix(known)?;
+/// of decoding it), and only the bytes after `S` are checked as UTF-8 and JSON. A JSON
+/// value ends where its text ends, so an equal prefix is the same value. Parsing `P` as a
+/// payload checks that it is one whole JSON object; any other text, or a payload that
+/// does not parse, is `None` and takes the general path, which gives the same answer.
+fn split_known_schema<'t>(bytes: &'t [u8], known: &str) -> Option<Parts<'t>> {
+    const OPEN: &[u8] = br#"{"schema":"#;
+    let rest = bytes.strip_prefix(OPEN)?.strip_prefix(known.as_bytes())?;
+    let rest = std::str::from_utf8(rest).ok()?;
     let payload = rest
         .strip_prefix(r#","payload":"#)?
         .trim_end()
-        .strip_suffix('}')?;
-    let payload: &RawValue = serde_json::from_str(payload).ok()?;
-    let schema = &text[schema_at..schema_at + known.len()];
-    Some((Some(schema), Some(payload).filter(|p| p.get() != "null")))
+        .strip_suffix('}')?
+        .trim_end();
+    if payload == "null" {
+        return Some((Some(SchemaText::Last), None));
+    }
+    if !payload.starts_with('{') {
+        return None;
+    }
+    let payload: Payload = serde_json::from_str(payload).ok()?;
+    Some((Some(SchemaText::Last), Some(payload)))
 }
 
 fn kind_of(text: &str) -> &'static str {
@@ -210,13 +232,14 @@ pub(super) fn decode_event(
             limit: decoder.max_value_bytes,
         });
     }
-    let known_schema = decoder.last_schema.as_ref().map(|(text, _)| &**text);
-    let (schema, payload) = unwrap_envelope(value, known_schema)?;
+    let known = decoder.last_schema.as_ref().map(|(text, _)| &**text);
+    let (schema, payload) = match known.and_then(|known| split_known_schema(value, known)) {
+        Some(parts) => parts,
+        None => parse_parts(value)?,
+    };
     let Some(payload) = payload else {
         return Ok(Event::Skip(SkipReason::Tombstone));
     };
-    let payload: Payload =
-        serde_json::from_str(payload.get()).map_err(|e| DecodeError::NotAnEvent(e.to_string()))?;
     let Some(op) = payload.op.as_deref() else {
         if matches!(payload.status.as_deref(), Some("BEGIN") | Some("END")) {
             return Ok(Event::Skip(SkipReason::TransactionMarker));
@@ -303,7 +326,7 @@ fn decode_key(key: Option<&[u8]>) -> Result<Members<'_>, DecodeError> {
         }
         Some(k) => k,
     };
-    let (_, payload) = unwrap_envelope(bytes, None).map_err(|e| DecodeError::Key(e.to_string()))?;
+    let (_, payload) = unwrap_envelope(bytes).map_err(|e| DecodeError::Key(e.to_string()))?;
     let payload = payload.ok_or_else(|| DecodeError::Key("key payload is null".into()))?;
     let members: Members = serde_json::from_str(payload.get())
         .map_err(|_| DecodeError::Key(format!("key is not a JSON object: {}", payload.get())))?;

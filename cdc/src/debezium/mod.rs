@@ -105,17 +105,22 @@ impl Decoder {
     /// distinct schema text and key layout.
     fn schema_for(
         &mut self,
-        raw_schema: &str,
+        raw_schema: message::SchemaText<'_>,
         key_names: &[&str],
     ) -> Result<(Arc<Vec<schema::ColumnDecoder>>, Arc<TableSchema>), DecodeError> {
-        let id = match &self.last_schema {
-            Some((text, id)) if **text == *raw_schema => *id,
-            _ => {
+        use message::SchemaText;
+        let id = match (&raw_schema, &self.last_schema) {
+            (SchemaText::Last, Some((_, id))) => *id,
+            (SchemaText::Text(raw), Some((text, id))) if **text == **raw => *id,
+            (SchemaText::Text(raw), _) => {
                 let mut hasher = DefaultHasher::new();
-                raw_schema.hash(&mut hasher);
+                raw.hash(&mut hasher);
                 let id = hasher.finish();
-                self.last_schema = Some((raw_schema.into(), id));
+                self.last_schema = Some((Box::from(*raw), id));
                 id
+            }
+            (SchemaText::Last, None) => {
+                return Err(DecodeError::Schema("no previous schema to repeat".into()))
             }
         };
         // Bounded: a topic whose schema changes on every message must not grow memory.
@@ -125,10 +130,14 @@ impl Decoder {
         let parsed = match self.schemas.entry(id) {
             Entry::Occupied(known) => known.into_mut(),
             Entry::Vacant(new) => {
-                let envelope: schema::FieldSchema =
-                    serde_json::from_str(raw_schema).map_err(|e| {
-                        DecodeError::Schema(format!("schema is not a Connect schema: {e}"))
-                    })?;
+                // A schema seen before that did not parse is parsed (and refused) again.
+                let text = match (&raw_schema, &self.last_schema) {
+                    (SchemaText::Text(raw), _) => *raw,
+                    (SchemaText::Last, last) => last.as_ref().map_or("", |(text, _)| &**text),
+                };
+                let envelope: schema::FieldSchema = serde_json::from_str(text).map_err(|e| {
+                    DecodeError::Schema(format!("schema is not a Connect schema: {e}"))
+                })?;
                 new.insert(Parsed {
                     columns: Arc::new(schema::row_columns(&envelope)?),
                     table: None,

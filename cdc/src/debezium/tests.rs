@@ -561,11 +561,33 @@ fn repeated_schema_shortcut_answers_as_a_fresh_decoder() {
             payload.replace(r#""v""#, r#""w""#)
         ),
         format!(r#"{{"schema":{schema},"payload":{payload}}}"#),
+        format!(r#"{{"schema":{schema},"payload":{payload} }}"#),
+        format!(r#"{{"schema":{schema},"payload":["c",null,{{"id":1}}]}}"#),
+        format!(r#"{{"schema":{schema},"payload":{{"op":"c","op":"u"}}}}"#),
+        format!(
+            r#"{{"schema":{schema},"payload":{{"after":{{"id":1}},"source":{{"table":"t"}},"op":"z"}}}}"#
+        ),
+        format!(r#"{{"schema":{schema},"payload":{payload}}}"#),
     ];
+    let refused = r#"{"type":"struct","fields":[{"type":"struct","field":"after","fields":[{"type":"nonsense","field":"id"}]}]}"#;
+    let mut bytes: Vec<Vec<u8>> = messages.iter().map(|m| m.clone().into_bytes()).collect();
+    // Not UTF-8 after a known schema.
+    bytes.push(
+        [
+            format!(r#"{{"schema":{schema},"payload":"#).as_bytes(),
+            b"\xff}",
+        ]
+        .concat(),
+    );
+    // A schema that is refused, repeated: refused again, not taken as known.
+    for _ in 0..2 {
+        bytes.push(format!(r#"{{"schema":{refused},"payload":{payload}}}"#).into_bytes());
+    }
     let mut warm = Decoder::new();
-    for message in &messages {
-        let fresh = Decoder::new().decode(Some(ID_KEY), Some(message.as_bytes()), pos());
-        let reused = warm.decode(Some(ID_KEY), Some(message.as_bytes()), pos());
+    for message in &bytes {
+        let fresh = Decoder::new().decode(Some(ID_KEY), Some(message), pos());
+        let reused = warm.decode(Some(ID_KEY), Some(message), pos());
+        let message = String::from_utf8_lossy(message);
         assert_eq!(
             format!("{:?}", fresh.map(|c| c.event)),
             format!("{:?}", reused.map(|c| c.event)),

@@ -203,35 +203,55 @@ impl ControlLog {
     /// Appends a component in chunks that fit in a Kafka message.
     pub(super) fn append_component(&self, hash: &str, bytes: &[u8]) -> Result<(), ControlError> {
         let chunks: Vec<&[u8]> = bytes.chunks(CHUNK_BYTES).collect();
-        blocking(|| {
-            for (i, chunk) in chunks.iter().enumerate() {
-                let key = format!("{COMPONENT_PREFIX}{hash}/{i}/{}", chunks.len());
-                self.send(&key, chunk)?;
-            }
-            Ok(())
-        })
+        let keys: Vec<String> = (0..chunks.len())
+            .map(|i| format!("{COMPONENT_PREFIX}{hash}/{i}/{}", chunks.len()))
+            .collect();
+        let records: Vec<(&str, &[u8])> = keys.iter().map(String::as_str).zip(chunks).collect();
+        blocking(|| self.send_all(&records).map(|_| ()))
     }
 
     /// Produces one record and waits for the broker's acknowledgement; its offset.
     fn send(&self, key: &str, payload: &[u8]) -> Result<i64, ControlError> {
-        let (done, outcome) = mpsc::channel();
-        self.producer
-            .send(
-                BaseRecord::with_opaque_to(&self.topic, Box::new(done))
-                    .partition(0)
-                    .key(key)
-                    .payload(payload),
-            )
-            .map_err(|(e, _)| log_error(e))?;
+        let offsets = self.send_all(&[(key, payload)])?;
+        offsets
+            .first()
+            .copied()
+            .ok_or_else(|| log_error("no acknowledgement from the broker"))
+    }
+
+    /// Produces every record before waiting for any acknowledgement (a component's chunks
+    /// go out in one round trip, not one each); their offsets, in order.
+    fn send_all(&self, records: &[(&str, &[u8])]) -> Result<Vec<i64>, ControlError> {
+        let mut pending = Vec::with_capacity(records.len());
+        for (key, payload) in records {
+            let (done, outcome) = mpsc::channel();
+            self.producer
+                .send(
+                    BaseRecord::with_opaque_to(&self.topic, Box::new(done))
+                        .partition(0)
+                        .key(*key)
+                        .payload(*payload),
+                )
+                .map_err(|(e, _)| log_error(e))?;
+            pending.push(outcome);
+        }
         let deadline = Instant::now() + WAIT;
-        loop {
-            self.producer.poll(Duration::from_millis(20));
-            match outcome.try_recv() {
-                Ok(result) => return result.map_err(log_error),
-                Err(mpsc::TryRecvError::Empty) if Instant::now() < deadline => {}
-                Err(_) => return Err(log_error("no acknowledgement from the broker")),
+        let mut offsets = Vec::with_capacity(pending.len());
+        for outcome in &pending {
+            loop {
+                match outcome.try_recv() {
+                    Ok(result) => {
+                        offsets.push(result.map_err(log_error)?);
+                        break;
+                    }
+                    Err(mpsc::TryRecvError::Empty) if Instant::now() < deadline => {
+                        self.producer.poll(Duration::from_millis(20));
+                    }
+                    Err(_) => return Err(log_error("no acknowledgement from the broker")),
+                }
             }
         }
+        Ok(offsets)
     }
 }
 

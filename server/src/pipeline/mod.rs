@@ -234,6 +234,20 @@ pub async fn run(
     result
 }
 
+/// At most this many records are handled per turn of the consume loop.
+const RECORDS_PER_TURN: usize = 256;
+
+/// The future's output if it is ready without waiting (dropping it is how
+/// `StreamConsumer::recv` is cancelled).
+fn ready_now<T>(future: impl Future<Output = T>) -> Option<T> {
+    let future = std::pin::pin!(future);
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.poll(&mut context) {
+        std::task::Poll::Ready(output) => Some(output),
+        std::task::Poll::Pending => None,
+    }
+}
+
 struct Loop<'a> {
     config: &'a Config,
     stats: &'a Stats,
@@ -274,19 +288,17 @@ impl Loop<'_> {
                     let done = done.ok_or(PipelineError::SinkGone)?;
                     self.on_flushed(done, CommitMode::Async);
                 }
-                message = self.source.recv(), if accepting => match message {
-                    Ok(m) => {
-                        if self.kafka_breaker.is_tripped() {
-                            self.kafka_breaker.record_success();
+                message = self.source.recv(), if accepting => {
+                    self.on_received(message);
+                    // Records already fetched are taken in the same turn, so the checks
+                    // below run once per turn rather than once per record.
+                    for _ in 1..RECORDS_PER_TURN {
+                        match ready_now(self.source.recv()) {
+                            Some(message) => self.on_received(message),
+                            None => break,
                         }
-                        self.on_message(&m)
                     }
-                    Err(e) => {
-                        self.kafka_breaker.record_failure();
-                        self.stats.error("kafka");
-                        tracing::warn!(error = %e, category = "kafka", "consume error")
-                    }
-                },
+                }
                 _ = tick.tick() => {}
             }
             self.probe_kafka();
@@ -300,6 +312,25 @@ impl Loop<'_> {
             if stats_every > 0 && last_stats.elapsed() >= Duration::from_millis(stats_every) {
                 last_stats = Instant::now();
                 tracing::info!(target: "floe::stats", "{}", self.stats.line());
+            }
+        }
+    }
+
+    fn on_received(
+        &mut self,
+        message: Result<rdkafka::message::BorrowedMessage<'_>, rdkafka::error::KafkaError>,
+    ) {
+        match message {
+            Ok(m) => {
+                if self.kafka_breaker.is_tripped() {
+                    self.kafka_breaker.record_success();
+                }
+                self.on_message(&m)
+            }
+            Err(e) => {
+                self.kafka_breaker.record_failure();
+                self.stats.error("kafka");
+                tracing::warn!(error = %e, category = "kafka", "consume error")
             }
         }
     }
