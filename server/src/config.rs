@@ -127,12 +127,17 @@ pub enum TruncateMode {
 #[serde(deny_unknown_fields, default)]
 pub struct DuckDbConfig {
     pub path: PathBuf,
+    /// floe checkpoints the file (folds the write-ahead log into it) after a load's commit
+    /// once the log has grown this large, so that no load waits for a checkpoint inside
+    /// its commit. DuckDB's own checkpoint stays as a far-off backstop.
+    pub checkpoint_wal_mib: u64,
 }
 
 impl Default for DuckDbConfig {
     fn default() -> Self {
         Self {
             path: PathBuf::from("floe.duckdb"),
+            checkpoint_wal_mib: 64,
         }
     }
 }
@@ -239,7 +244,7 @@ impl Default for BatchConfig {
     fn default() -> Self {
         Self {
             max_rows: 20_000,
-            max_age_ms: 500,
+            max_age_ms: 100,
             max_pending_rows: 500_000,
         }
     }
@@ -442,6 +447,10 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("FLOE_SINK_SOFT_DELETE", "sink.soft_delete"),
     ("FLOE_SINK_TRUNCATE", "sink.truncate"),
     ("FLOE_DUCKDB_PATH", "sink.duckdb.path"),
+    (
+        "FLOE_DUCKDB_CHECKPOINT_WAL_MIB",
+        "sink.duckdb.checkpoint_wal_mib",
+    ),
     ("FLOE_BATCH_MAX_ROWS", "batch.max_rows"),
     ("FLOE_BATCH_MAX_AGE_MS", "batch.max_age_ms"),
     ("FLOE_BATCH_MAX_PENDING_ROWS", "batch.max_pending_rows"),
@@ -474,7 +483,9 @@ fn kind_of(path: &str) -> Kind {
     match path {
         "kafka.topics" => Kind::List,
         "sink.soft_delete" => Kind::Bool,
-        "dlq.ack_timeout_ms" | "kafka.max_value_bytes" => Kind::Int,
+        "dlq.ack_timeout_ms" | "kafka.max_value_bytes" | "sink.duckdb.checkpoint_wal_mib" => {
+            Kind::Int
+        }
         p if p.starts_with("batch.")
             || p.starts_with("runtime.")
             || p.starts_with("resilience.") =>
@@ -715,6 +726,7 @@ mod tests {
                 "FLOE_DUCKDB_PATH" => Some("/tmp/x.duckdb".into()),
                 "FLOE_BATCH_MAX_ROWS" => Some("123".into()),
                 "FLOE_BATCH_MAX_AGE_MS" => Some("7".into()),
+                "FLOE_DUCKDB_CHECKPOINT_WAL_MIB" => Some("8".into()),
                 _ => None,
             }
         };
@@ -728,6 +740,7 @@ mod tests {
         assert_eq!(c.sink.duckdb.path, PathBuf::from("/tmp/x.duckdb"));
         assert_eq!(c.batch.max_rows, 123);
         assert_eq!(c.batch.max_age_ms, 7);
+        assert_eq!(c.sink.duckdb.checkpoint_wal_mib, 8);
     }
 
     #[test]

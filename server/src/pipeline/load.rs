@@ -132,6 +132,8 @@ impl LoadStage {
                             counts,
                             trace: trace.clone(),
                         });
+                        // The rows are visible and reported; the next batch grows meanwhile.
+                        sink.after_commit();
                         break;
                     }
                     Err(e) => e,

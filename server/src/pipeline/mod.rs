@@ -270,9 +270,11 @@ impl Loop<'_> {
         shutdown: impl Future<Output = ()>,
     ) -> Result<(), PipelineError> {
         tokio::pin!(shutdown);
+        // A batch is handed off at most a tenth of its age limit late.
         let mut tick = tokio::time::interval(Duration::from_millis(
-            (self.config.batch.max_age_ms / 4).clamp(10, 250),
+            (self.config.batch.max_age_ms / 10).clamp(5, 100),
         ));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let stats_every = self.config.runtime.stats_interval_ms;
         let mut last_stats = Instant::now();
         loop {

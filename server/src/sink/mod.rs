@@ -57,6 +57,10 @@ pub trait Sink: Send {
     /// Offsets stored by earlier `apply` calls.
     fn stored_offsets(&mut self) -> Result<StoredOffsets, SinkError>;
 
+    /// Housekeeping after a successful `apply` has been reported, outside any load's
+    /// commit (the next batch accumulates meanwhile).
+    fn after_commit(&mut self) {}
+
     /// A handle that reads stored offsets from another thread (used on partition
     /// assignment, while `apply` may be running).
     fn offset_reader(&self) -> Result<Box<dyn OffsetReader>, SinkError>;
@@ -70,7 +74,7 @@ pub trait OffsetReader: Send + Sync {
 pub fn open(config: &SinkConfig) -> Result<Box<dyn Sink>, SinkError> {
     Ok(match config.kind {
         SinkKind::Duckdb => Box::new(duckdb::DuckDbSink::open(
-            &config.duckdb.path,
+            &config.duckdb,
             config.soft_delete,
         )?),
         SinkKind::Snowflake => Box::new(snowflake::SnowflakeSink::open(

@@ -4,10 +4,13 @@ use super::*;
 use crate::change::{Column, ColumnType, Op, RowChange, SourcePosition, TableSchema, Value};
 use crate::sink::Sink;
 
-fn temp_db(name: &str) -> std::path::PathBuf {
+fn temp_db(name: &str) -> DuckDbConfig {
     let dir = std::env::temp_dir().join(format!("floe-sink-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    dir.join("t.duckdb")
+    DuckDbConfig {
+        path: dir.join("t.duckdb"),
+        ..DuckDbConfig::default()
+    }
 }
 
 fn schema(extra: bool) -> Arc<TableSchema> {
@@ -416,4 +419,39 @@ fn after_a_refused_batch_the_culprit_alone_is_refused() {
     assert!(check(&mut sink, 0).is_ok());
     assert!(matches!(check(&mut sink, 1), Err(SinkError::Refused(_))));
     assert!(check(&mut sink, 2).is_ok());
+}
+
+#[test]
+fn checkpoints_after_a_commit_once_the_log_has_grown() {
+    let config = DuckDbConfig {
+        checkpoint_wal_mib: 1,
+        ..temp_db("checkpoint")
+    };
+    let mut sink = DuckDbSink::open(&config, false).unwrap();
+    let wal_bytes = |sink: &DuckDbSink| std::fs::metadata(&sink.wal).map_or(0, |m| m.len());
+    let bio = "x".repeat(1000);
+    let mut loaded = 0;
+    loop {
+        let changes = (loaded..loaded + 100)
+            .map(|id| change("t", Op::Insert, id, "1.00", Value::Text(bio.clone()), id))
+            .collect();
+        sink.apply(&batch(changes, loaded)).unwrap();
+        loaded += 100;
+        let before = wal_bytes(&sink);
+        if before >= 1 << 20 {
+            break;
+        }
+        // Below the size, a commit leaves the log alone.
+        sink.after_commit();
+        assert_eq!(wal_bytes(&sink), before);
+        assert!(loaded < 50_000, "the log never reached 1 MiB");
+    }
+    sink.after_commit();
+    assert!(wal_bytes(&sink) < 1 << 10, "the log was not checkpointed");
+    drop(sink);
+    let sink = DuckDbSink::open(&config, false).unwrap();
+    assert_eq!(
+        rows(&sink, "SELECT CAST(count(*) AS VARCHAR) FROM t"),
+        vec![vec![Some(loaded.to_string())]]
+    );
 }
