@@ -165,10 +165,11 @@ impl DuckDbSink {
                         ))
                         .map_err(classify)?;
                     tracing::info!(table, column = %c.name, "added column");
+                    // Read again on the next batch.
+                    self.tables.remove(table);
                 }
             }
         }
-        self.tables.remove(table);
         Ok(())
     }
 
@@ -248,17 +249,19 @@ impl DuckDbSink {
             total.deletes += c.deletes;
             total.toast_missing += c.toast_missing;
         }
+        // Planned once: a flush's fixed cost is what small, frequent batches pay for.
+        let mut store_offset = self
+            .conn
+            .prepare_cached(&format!(
+                "INSERT INTO {OFFSETS_TABLE} VALUES (?, ?, ?, now())
+                 ON CONFLICT (topic, \"partition\") DO UPDATE SET
+                   next_offset = greatest({OFFSETS_TABLE}.next_offset, excluded.next_offset),
+                   updated_at = excluded.updated_at"
+            ))
+            .map_err(classify)?;
         for ((topic, partition), next) in &batch.offsets {
-            self.conn
-                .execute(
-                    &format!(
-                        "INSERT INTO {OFFSETS_TABLE} VALUES (?, ?, ?, now())
-                         ON CONFLICT (topic, \"partition\") DO UPDATE SET
-                           next_offset = greatest({OFFSETS_TABLE}.next_offset, excluded.next_offset),
-                           updated_at = excluded.updated_at"
-                    ),
-                    duckdb::params![&**topic, partition, next],
-                )
+            store_offset
+                .execute(duckdb::params![&**topic, partition, next])
                 .map_err(classify)?;
         }
         Ok(total)
