@@ -108,6 +108,11 @@ impl DuckDbSink {
         })
     }
 
+    /// The write-ahead log's size on disk (0 when DuckDB has none open).
+    fn wal_bytes(&self) -> u64 {
+        std::fs::metadata(&self.wal).map_or(0, |m| m.len())
+    }
+
     fn table_columns(&mut self, table: &str) -> Result<Option<Vec<String>>, SinkError> {
         if let Some(cols) = self.tables.get(table) {
             return Ok(Some(cols.clone()));
@@ -393,7 +398,7 @@ impl Sink for DuckDbSink {
     }
 
     fn after_commit(&mut self) {
-        let wal_bytes = std::fs::metadata(&self.wal).map_or(0, |m| m.len());
+        let wal_bytes = self.wal_bytes();
         if wal_bytes < self.checkpoint_wal_bytes {
             return;
         }

@@ -428,7 +428,6 @@ fn checkpoints_after_a_commit_once_the_log_has_grown() {
         ..temp_db("checkpoint")
     };
     let mut sink = DuckDbSink::open(&config, false).unwrap();
-    let wal_bytes = |sink: &DuckDbSink| std::fs::metadata(&sink.wal).map_or(0, |m| m.len());
     let bio = "x".repeat(1000);
     let mut loaded = 0;
     loop {
@@ -437,17 +436,17 @@ fn checkpoints_after_a_commit_once_the_log_has_grown() {
             .collect();
         sink.apply(&batch(changes, loaded)).unwrap();
         loaded += 100;
-        let before = wal_bytes(&sink);
+        let before = sink.wal_bytes();
         if before >= 1 << 20 {
             break;
         }
         // Below the size, a commit leaves the log alone.
         sink.after_commit();
-        assert_eq!(wal_bytes(&sink), before);
+        assert_eq!(sink.wal_bytes(), before);
         assert!(loaded < 50_000, "the log never reached 1 MiB");
     }
     sink.after_commit();
-    assert!(wal_bytes(&sink) < 1 << 10, "the log was not checkpointed");
+    assert!(sink.wal_bytes() < 1 << 10, "the log was not checkpointed");
     drop(sink);
     let sink = DuckDbSink::open(&config, false).unwrap();
     assert_eq!(
