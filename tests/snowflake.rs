@@ -202,6 +202,120 @@ mod literals {
     }
 }
 
+/// A source column widened mid-stream (int → bigint, numeric(10,2) → numeric(14,4))
+/// widens the Snowflake column, so no value is rounded or truncated, and a
+/// rebuild that a crash interrupted is finished by the next sink.
+#[test]
+fn widened_source_columns_widen_the_snowflake_columns() {
+    use floe::batch::Batch;
+    use floe::change::{Column, ColumnType, Op, RowChange, SourcePosition, TableSchema, Value};
+    use floe::sink::snowflake::SnowflakeSink;
+    use floe::sink::Sink;
+    use std::sync::Arc;
+
+    let fakesnow = Fakesnow::start("sf-widen");
+    let mut sink = SnowflakeSink::open(&fakesnow.config(), false).expect("open sink");
+    let topic: Arc<str> = Arc::from("widen");
+    let decimal = |p, s| ColumnType::Decimal {
+        precision: Some(p),
+        scale: s,
+    };
+    let mut offset = 0;
+    let mut load =
+        |sink: &mut SnowflakeSink, id: i64, n: (ColumnType, Value), d: (ColumnType, Value)| {
+            let schema = Arc::new(TableSchema {
+                columns: vec![
+                    Column {
+                        name: "id".into(),
+                        ty: ColumnType::Int64,
+                    },
+                    Column {
+                        name: "n".into(),
+                        ty: n.0,
+                    },
+                    Column {
+                        name: "d".into(),
+                        ty: d.0,
+                    },
+                ],
+                key: vec![0],
+            });
+            let mut batch = Batch::default();
+            batch.advance(&topic, 0, offset);
+            batch.add_row(
+                RowChange {
+                    table: Arc::from("widen"),
+                    op: Op::Insert,
+                    schema,
+                    values: vec![Value::Int(id), n.1, d.1],
+                    source: SourcePosition::default(),
+                },
+                &topic,
+                0,
+                offset,
+            );
+            offset += 1;
+            sink.apply(&batch)
+        };
+    load(
+        &mut sink,
+        1,
+        (ColumnType::Int32, Value::Int(7)),
+        (decimal(10, 2), Value::Decimal("1.25".into())),
+    )
+    .expect("first load");
+    load(
+        &mut sink,
+        2,
+        (ColumnType::Int64, Value::Int(7_000_000_000)),
+        (decimal(14, 4), Value::Decimal("12345.6789".into())),
+    )
+    .expect("widened load");
+    // Where no type holds both, the column keeps its type and a value that does not
+    // convert to it is refused.
+    let refused = load(
+        &mut sink,
+        3,
+        (ColumnType::Text, Value::Text("seven".into())),
+        (decimal(14, 4), Value::Decimal("0.0001".into())),
+    );
+    assert!(
+        matches!(&refused, Err(floe::sink::SinkError::Refused(_))),
+        "{refused:?}"
+    );
+    let reader = fakesnow.client();
+    let rows = |reader: &mut floe::sink::snowflake::Client| {
+        reader
+            .query_text("SELECT TO_VARCHAR(\"id\"), \"n\", TO_VARCHAR(\"d\") FROM \"widen\" ORDER BY \"id\"")
+            .expect("read back")
+    };
+    let mut reader = reader;
+    let s = |v: &str| Some(v.to_string());
+    assert_eq!(
+        rows(&mut reader),
+        vec![
+            vec![s("1"), s("7"), s("1.2500")],
+            vec![s("2"), s("7000000000"), s("12345.6789")],
+        ]
+    );
+    // A crash between dropping a rebuilt column and renaming its copy: the next sink
+    // finishes the rebuild, and the values are there under the column's name.
+    reader
+        .execute("ALTER TABLE \"widen\" RENAME COLUMN \"d\" TO \"d__floe_new\"")
+        .expect("simulate an interrupted rebuild");
+    drop(sink);
+    let mut sink = SnowflakeSink::open(&fakesnow.config(), false).expect("open sink");
+    load(
+        &mut sink,
+        4,
+        (ColumnType::Int64, Value::Int(4)),
+        (decimal(14, 4), Value::Decimal("4.0000".into())),
+    )
+    .expect("load after the interrupted rebuild");
+    assert_eq!(rows(&mut reader).len(), 3);
+    assert_eq!(rows(&mut reader)[1][2], s("12345.6789"));
+}
+
 /// A config with two sinks: DuckDB takes `transactions`, Snowflake takes `all_types`.
 fn two_sink_config(
     dir: &std::path::Path,

@@ -58,6 +58,71 @@ pub enum ColumnType {
     List(Box<ColumnType>),
 }
 
+impl ColumnType {
+    /// The narrowest type that holds every value of both `self` and `other` exactly — what a
+    /// column becomes when the source widens it (`int` → `bigint`, `numeric(10,2)` →
+    /// `numeric(14,4)`) — or `None` when no such type exists or floe does not widen to it.
+    pub fn widen(&self, other: &ColumnType) -> Option<ColumnType> {
+        use ColumnType as T;
+        if self == other {
+            return Some(self.clone());
+        }
+        let int_digits = |t: &T| match t {
+            T::Int16 => Some(5),
+            T::Int32 => Some(10),
+            T::Int64 => Some(19),
+            _ => None,
+        };
+        Some(match (self, other) {
+            (a, b) if int_digits(a).is_some() && int_digits(b).is_some() => {
+                if int_digits(a) >= int_digits(b) {
+                    a.clone()
+                } else {
+                    b.clone()
+                }
+            }
+            (T::Float32 | T::Float64, T::Float32 | T::Float64) => T::Float64,
+            (T::Int16 | T::Int32, T::Float64) | (T::Float64, T::Int16 | T::Int32) => T::Float64,
+            (
+                T::Decimal {
+                    precision: p1,
+                    scale: s1,
+                },
+                T::Decimal {
+                    precision: p2,
+                    scale: s2,
+                },
+            ) => {
+                let scale = *s1.max(s2);
+                let precision = match (p1, p2) {
+                    (Some(p1), Some(p2)) => {
+                        Some(p1.saturating_sub(*s1).max(p2.saturating_sub(*s2)) + scale)
+                    }
+                    _ => None,
+                };
+                T::Decimal { precision, scale }
+            }
+            (T::Decimal { precision, scale }, i) | (i, T::Decimal { precision, scale })
+                if int_digits(i).is_some() =>
+            {
+                let digits = int_digits(i).unwrap_or(19);
+                T::Decimal {
+                    precision: precision.map(|p| p.saturating_sub(*scale).max(digits) + scale),
+                    scale: *scale,
+                }
+            }
+            (T::VariableDecimal, T::Decimal { .. } | T::Int16 | T::Int32 | T::Int64)
+            | (T::Decimal { .. } | T::Int16 | T::Int32 | T::Int64, T::VariableDecimal) => {
+                T::VariableDecimal
+            }
+            (T::List(a), T::List(b)) => T::List(Box::new(a.widen(b)?)),
+            // Not to text: without a schema a number column that meets a string is far
+            // more often a bad record than an ALTER, and must not turn the column to text.
+            _ => return None,
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Column {
     pub name: String,
@@ -169,7 +234,7 @@ pub struct Change {
     pub event: Event,
 }
 
-const MICROS_PER_DAY: i64 = 86_400_000_000;
+pub const MICROS_PER_DAY: i64 = 86_400_000_000;
 
 impl Value {
     /// The value as SQL-castable text (timestamps in UTC, ISO order). Lists and JSON
@@ -205,13 +270,23 @@ impl Value {
 }
 
 pub fn format_date(days: i32) -> String {
+    match days {
+        crate::debezium::DATE_INFINITY => return "infinity".into(),
+        crate::debezium::DATE_NEG_INFINITY => return "-infinity".into(),
+        _ => {}
+    }
     chrono::DateTime::from_timestamp(i64::from(days) * 86_400, 0)
         .map(|d| d.format("%Y-%m-%d").to_string())
         .unwrap_or_else(|| "infinity".into())
 }
 
 pub fn format_time(micros: i64) -> String {
-    let m = micros.rem_euclid(MICROS_PER_DAY);
+    // 24:00:00 is a time of its own in PostgreSQL, not midnight.
+    let m = if micros == MICROS_PER_DAY {
+        micros
+    } else {
+        micros.rem_euclid(MICROS_PER_DAY)
+    };
     format!(
         "{:02}:{:02}:{:02}.{:06}",
         m / 3_600_000_000,
@@ -228,5 +303,35 @@ pub fn format_timestamp(micros: i64) -> String {
         m => chrono::DateTime::from_timestamp_micros(m)
             .map(|d| d.format("%Y-%m-%d %H:%M:%S%.6f").to_string())
             .unwrap_or_else(|| "infinity".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ColumnType as T;
+
+    fn decimal(p: u32, s: u32) -> T {
+        T::Decimal {
+            precision: Some(p),
+            scale: s,
+        }
+    }
+
+    #[test]
+    fn widening_follows_the_sources_alter_type() {
+        assert_eq!(T::Int32.widen(&T::Int64), Some(T::Int64));
+        assert_eq!(T::Int64.widen(&T::Int16), Some(T::Int64));
+        assert_eq!(decimal(10, 2).widen(&decimal(14, 4)), Some(decimal(14, 4)));
+        // 8 integer digits from the first, 4 decimals from the second.
+        assert_eq!(decimal(10, 2).widen(&decimal(6, 4)), Some(decimal(12, 4)));
+        assert_eq!(T::Int64.widen(&decimal(10, 2)), Some(decimal(21, 2)));
+        assert_eq!(T::Text.widen(&T::Int32), None);
+        assert_eq!(T::Float32.widen(&T::Float64), Some(T::Float64));
+        assert_eq!(
+            T::List(Box::new(T::Int32)).widen(&T::List(Box::new(T::Int64))),
+            Some(T::List(Box::new(T::Int64)))
+        );
+        assert_eq!(T::Boolean.widen(&T::Date), None);
+        assert_eq!(T::Int64.widen(&T::Float64), None, "not exact above 2^53");
     }
 }

@@ -44,8 +44,15 @@ impl TableBatch {
             }
             last_schema = Some(Arc::as_ptr(schema));
             for column in &schema.columns {
-                if !out.iter().any(|c| c.name == column.name) {
-                    out.push(column.clone());
+                match out.iter_mut().find(|c| c.name == column.name) {
+                    // A type the source altered mid-batch: the sink holds both as the wider
+                    // one, or refuses the rows when none holds both.
+                    Some(seen) => {
+                        if let Some(wider) = seen.ty.widen(&column.ty) {
+                            seen.ty = wider;
+                        }
+                    }
+                    None => out.push(column.clone()),
                 }
             }
         }

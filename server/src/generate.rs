@@ -441,7 +441,7 @@ impl Workload {
                 json!({"type": "array", "optional": true, "field": "tags", "items": {"type": "string", "optional": true}}),
                 json!({"type": "array", "optional": true, "field": "nums", "items": {"type": "int32", "optional": true}}),
                 field("boolean", "", "flag"),
-                field("float64", "", "score"),
+                field("double", "", "score"),
                 field("string", "", "Note"),
                 field("string", "", "bio"),
             ],

@@ -10,11 +10,13 @@ use std::time::{Duration, Instant};
 
 pub mod fakesnow;
 pub mod otlp;
+pub mod postgres;
 pub mod prometheus;
 
 pub use fakesnow::{Fakesnow, TRANSACTIONS_QUERY};
 pub use floe::generate::{produce, Profile, Workload};
 pub use floe::source::PartitionProgress;
+pub use postgres::{Connector, Debezium, Postgres};
 pub use prometheus::Prometheus;
 
 pub fn free_port() -> u16 {

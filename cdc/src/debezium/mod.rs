@@ -18,7 +18,9 @@ use std::sync::Arc;
 
 use crate::change::{Change, Event, KafkaPosition, TableSchema};
 
-pub use values::{TOAST_PLACEHOLDER, TS_INFINITY, TS_NEG_INFINITY};
+pub use values::{
+    DATE_INFINITY, DATE_NEG_INFINITY, TOAST_PLACEHOLDER, TS_INFINITY, TS_NEG_INFINITY,
+};
 
 /// Why a message could not be decoded. Every variant is category `decode`.
 #[derive(Debug, thiserror::Error, PartialEq)]

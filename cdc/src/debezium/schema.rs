@@ -125,8 +125,9 @@ fn type_of(field: &FieldSchema) -> Result<(ColumnType, Wire), DecodeError> {
         "int8" | "int16" => (T::Int16, Wire::Int),
         "int32" => (T::Int32, Wire::Int),
         "int64" => (T::Int64, Wire::Int),
-        "float32" => (T::Float32, Wire::Float),
-        "float64" => (T::Float64, Wire::Float),
+        // Kafka Connect's JsonConverter writes FLOAT32 and FLOAT64 as "float" and "double".
+        "float32" | "float" => (T::Float32, Wire::Float),
+        "float64" | "double" => (T::Float64, Wire::Float),
         "string" => (T::Text, Wire::Text),
         "bytes" => (T::Bytes, Wire::Bytes),
         "array" => {

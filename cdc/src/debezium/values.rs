@@ -13,9 +13,19 @@ use super::schema::{Unit, Wire};
 /// The value Debezium writes for an unchanged TOASTed column (its default placeholder).
 pub const TOAST_PLACEHOLDER: &str = "__debezium_unavailable_value";
 
-/// Debezium's encodings of PostgreSQL `infinity` / `-infinity` timestamps (milliseconds).
-const PG_INFINITY_MS: i64 = 9_223_372_036_825_200_000;
-const PG_NEG_INFINITY_MS: i64 = -9_223_372_036_832_400_000;
+/// Debezium's encodings of PostgreSQL `infinity` / `-infinity` timestamps, in
+/// microseconds (`MicroTimestamp`) and in milliseconds (`time.precision.mode=connect`).
+const PG_INFINITY_US: i64 = 9_223_372_036_825_200_000;
+const PG_NEG_INFINITY_US: i64 = -9_223_372_036_832_400_000;
+const PG_INFINITY_MS: i64 = PG_INFINITY_US / 1000;
+const PG_NEG_INFINITY_MS: i64 = PG_NEG_INFINITY_US / 1000;
+/// Debezium's `io.debezium.time.Date` for PostgreSQL's `infinity` / `-infinity` dates: the
+/// server's ±2^31 days from 2000-01-01 moved to 1970 in 32-bit arithmetic, which wraps.
+const PG_DATE_INFINITY: i64 = -2_147_472_692;
+const PG_DATE_NEG_INFINITY: i64 = -2_147_472_691;
+/// floe's in-memory infinity for dates.
+pub const DATE_INFINITY: i32 = i32::MAX;
+pub const DATE_NEG_INFINITY: i32 = -i32::MAX;
 /// floe's in-memory infinity for timestamps, matching DuckDB's encoding.
 pub const TS_INFINITY: i64 = i64::MAX;
 pub const TS_NEG_INFINITY: i64 = -i64::MAX;
@@ -58,16 +68,28 @@ pub(crate) fn decode(raw: &RawValue, wire: &Wire) -> Result<Value, String> {
         Wire::VariableDecimal => variable_decimal(raw).map(Value::Decimal),
         Wire::Date => {
             let days = parse_int(text)?;
-            i32::try_from(days)
-                .map(Value::Date)
-                .map_err(|_| format!("date {days} days from the epoch is out of range"))
+            match days {
+                PG_DATE_INFINITY => Ok(Value::Date(DATE_INFINITY)),
+                PG_DATE_NEG_INFINITY => Ok(Value::Date(DATE_NEG_INFINITY)),
+                _ => i32::try_from(days)
+                    .map(Value::Date)
+                    .map_err(|_| format!("date {days} days from the epoch is out of range")),
+            }
         }
-        Wire::Time(unit) => to_micros(parse_int(text)?, *unit).map(Value::Time),
+        Wire::Time(unit) => {
+            let micros = to_micros(parse_int(text)?, *unit)?;
+            // PostgreSQL's times run from 00:00:00 to 24:00:00 inclusive.
+            if (0..=crate::change::MICROS_PER_DAY).contains(&micros) {
+                Ok(Value::Time(micros))
+            } else {
+                Err(format!("time {micros} µs is outside 00:00:00..24:00:00"))
+            }
+        }
         Wire::Timestamp(unit) => {
             let n = parse_int(text)?;
             let micros = match (unit, n) {
-                (Unit::Millis, PG_INFINITY_MS) | (Unit::Micros, PG_INFINITY_MS) => TS_INFINITY,
-                (Unit::Millis, PG_NEG_INFINITY_MS) | (Unit::Micros, PG_NEG_INFINITY_MS) => {
+                (Unit::Millis, PG_INFINITY_MS) | (Unit::Micros, PG_INFINITY_US) => TS_INFINITY,
+                (Unit::Millis, PG_NEG_INFINITY_MS) | (Unit::Micros, PG_NEG_INFINITY_US) => {
                     TS_NEG_INFINITY
                 }
                 _ => to_micros(n, *unit)?,
@@ -89,16 +111,53 @@ pub(crate) fn decode(raw: &RawValue, wire: &Wire) -> Result<Value, String> {
                 .iter()
                 .map(|raw| decode(raw, item))
                 .collect::<Result<Vec<_>, _>>()?;
-            // Debezium marks an unchanged TOASTed array with a one-element placeholder list.
-            if values.len() == 1 && values[0] == Value::Unavailable {
-                return Ok(Value::Unavailable);
-            }
-            if values.len() == 1 && values[0] == Value::Text(TOAST_PLACEHOLDER.into()) {
+            if is_toast_list(&values) {
                 return Ok(Value::Unavailable);
             }
             Ok(Value::List(values))
         }
     }
+}
+
+/// Whether a decoded array is Debezium's stand-in for an unchanged TOASTed array: a
+/// one-element list of the placeholder (text arrays), or the placeholder's bytes as the
+/// elements (numeric arrays: an unchanged `int[]` arrives as `[95,95,100,…]`).
+fn is_toast_list(values: &[Value]) -> bool {
+    match values {
+        [Value::Unavailable] => true,
+        [Value::Text(s)] => s == TOAST_PLACEHOLDER,
+        _ => {
+            values.len() == TOAST_PLACEHOLDER.len()
+                && values
+                    .iter()
+                    .zip(TOAST_PLACEHOLDER.bytes())
+                    .all(|(v, b)| match v {
+                        Value::Int(i) => *i == i64::from(b),
+                        Value::Float(f) => *f == f64::from(b),
+                        Value::Decimal(d) => d.parse::<u8>() == Ok(b),
+                        _ => false,
+                    })
+        }
+    }
+}
+
+/// Whether schemaless JSON text is an unchanged TOASTed array's placeholder (see
+/// [`is_toast_list`]); the converter writes it without spaces.
+fn is_toast_json_array(text: &str) -> bool {
+    let Some(inner) = text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) else {
+        return false;
+    };
+    if inner.len() > 4 * TOAST_PLACEHOLDER.len() {
+        return false;
+    }
+    if inner.strip_prefix('"').and_then(|t| t.strip_suffix('"')) == Some(TOAST_PLACEHOLDER) {
+        return true;
+    }
+    let mut parts = inner.split(',');
+    TOAST_PLACEHOLDER
+        .bytes()
+        .all(|b| parts.next().and_then(|p| p.trim().parse::<f64>().ok()) == Some(f64::from(b)))
+        && parts.next().is_none()
 }
 
 /// Values of a payload that carries no schema: loaded as their JSON types.
@@ -113,6 +172,7 @@ pub(crate) fn infer(raw: &RawValue) -> (Option<ColumnType>, Value) {
             Ok(s) => (Some(ColumnType::Text), Value::Text(s.into_owned())),
             Err(_) => (Some(ColumnType::Json), Value::Json(text.to_string())),
         },
+        Some(b'[') if is_toast_json_array(text) => (Some(ColumnType::Json), Value::Unavailable),
         Some(b'{') | Some(b'[') => (Some(ColumnType::Json), Value::Json(text.to_string())),
         _ => match text.parse::<i64>() {
             Ok(n) => (Some(ColumnType::Int64), Value::Int(n)),
@@ -171,15 +231,14 @@ fn check_timestamp_range(micros: i64) -> Result<i64, String> {
     if micros == TS_INFINITY || micros == TS_NEG_INFINITY {
         return Ok(micros);
     }
-    // DuckDB and Snowflake both stop well before chrono's limits; year 9999 is portable.
-    const MAX: i64 = 253_402_300_799_999_999; // 9999-12-31T23:59:59.999999Z
-    const MIN: i64 = -62_135_596_800_000_000; // 0001-01-01T00:00:00Z
-    if (MIN..=MAX).contains(&micros) {
-        Ok(micros)
-    } else {
-        Err(format!(
-            "timestamp {micros} µs from the epoch is outside years 1..9999"
-        ))
+    // PostgreSQL's BC dates and its rounding into year 10000 are data: every instant
+    // floe can also print is kept (DuckDB's range is wider still). A target that cannot
+    // hold it refuses that row alone.
+    match chrono::DateTime::from_timestamp_micros(micros) {
+        Some(_) => Ok(micros),
+        None => Err(format!(
+            "timestamp {micros} µs from the epoch is outside years -262143..262142"
+        )),
     }
 }
 
@@ -189,8 +248,16 @@ fn zoned_timestamp(s: &str) -> Result<i64, String> {
         "-infinity" => return Ok(TS_NEG_INFINITY),
         _ => {}
     }
-    let parsed = chrono::DateTime::parse_from_rfc3339(s)
-        .map_err(|e| format!("invalid ZonedTimestamp {}: {e}", excerpt(s)))?;
+    let parsed = chrono::DateTime::parse_from_rfc3339(s).or_else(|e| {
+        // Java's ISO formatter writes years outside 0000..9999 with a sign ("+10000-…",
+        // "-4712-…"), which RFC 3339 does not allow.
+        let offset_form = s.strip_suffix('Z').map(|t| format!("{t}+00:00"));
+        chrono::DateTime::parse_from_str(
+            offset_form.as_deref().unwrap_or(s),
+            "%Y-%m-%dT%H:%M:%S%.f%:z",
+        )
+        .map_err(|_| format!("invalid ZonedTimestamp {}: {e}", excerpt(s)))
+    })?;
     check_timestamp_range(parsed.timestamp_micros())
 }
 

@@ -230,6 +230,8 @@ impl LoadStage {
                 });
             }
         }
+        // A table whose every row was refused has nothing left to create or MERGE.
+        batch.tables.retain(|_, rows| !rows.pending.is_empty());
         Ok(refused.len())
     }
 

@@ -15,7 +15,7 @@ use crate::change::Column;
 use crate::config::DuckDbConfig;
 
 use super::{ApplyCounts, OffsetReader, Sink, SinkError, StoredOffsets};
-use sql::{convert, quote_ident, target_type};
+use sql::{column_type, convert, quote_ident, target_type};
 
 const OFFSETS_TABLE: &str = "_floe_offsets";
 const STAGE_TABLE: &str = "_floe_stage";
@@ -33,9 +33,10 @@ const METADATA: &[(&str, &str)] = &[
 pub struct DuckDbSink {
     conn: Connection,
     soft_delete: bool,
-    /// Known columns of each target table (lower-cased names are not assumed: DuckDB
-    /// matches identifiers case-insensitively, so lookups compare that way too).
-    tables: HashMap<String, Vec<String>>,
+    /// Known columns of each target table with their DuckDB types (lower-cased names are
+    /// not assumed: DuckDB matches identifiers case-insensitively, so lookups compare that
+    /// way too).
+    tables: HashMap<String, Vec<(String, String)>>,
     /// The file's write-ahead log, and the size at which floe checkpoints it.
     wal: PathBuf,
     checkpoint_wal_bytes: u64,
@@ -113,19 +114,19 @@ impl DuckDbSink {
         std::fs::metadata(&self.wal).map_or(0, |m| m.len())
     }
 
-    fn table_columns(&mut self, table: &str) -> Result<Option<Vec<String>>, SinkError> {
+    fn table_columns(&mut self, table: &str) -> Result<Option<Vec<(String, String)>>, SinkError> {
         if let Some(cols) = self.tables.get(table) {
             return Ok(Some(cols.clone()));
         }
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT column_name FROM information_schema.columns
+                "SELECT column_name, data_type FROM information_schema.columns
                  WHERE table_schema = 'main' AND table_name = ? ORDER BY ordinal_position",
             )
             .map_err(transient)?;
-        let cols: Vec<String> = stmt
-            .query_map([table], |r| r.get::<_, String>(0))
+        let cols: Vec<(String, String)> = stmt
+            .query_map([table], |r| Ok((r.get(0)?, r.get(1)?)))
             .map_err(transient)?
             .collect::<Result<_, _>>()
             .map_err(transient)?;
@@ -136,8 +137,10 @@ impl DuckDbSink {
         Ok(Some(cols))
     }
 
-    /// Creates the table from the batch's columns, or adds the columns it lacks.
-    fn ensure_table(&mut self, table: &str, columns: &[Column]) -> Result<(), SinkError> {
+    /// Creates the table from the batch's columns, or adds the columns it lacks and widens
+    /// those whose type the source widened. Returns the batch's columns typed as the
+    /// target now holds them.
+    fn ensure_table(&mut self, table: &str, columns: &[Column]) -> Result<Vec<Column>, SinkError> {
         let ident = quote_ident(table);
         match self.table_columns(table)? {
             None => {
@@ -156,10 +159,16 @@ impl DuckDbSink {
                     ))
                     .map_err(classify)?;
                 tracing::info!(table, columns = columns.len(), "created target table");
+                Ok(columns.to_vec())
             }
             Some(existing) => {
+                let mut held = Vec::with_capacity(columns.len());
                 for c in columns {
-                    if existing.iter().any(|e| e.eq_ignore_ascii_case(&c.name)) {
+                    if let Some((_, held_type)) = existing
+                        .iter()
+                        .find(|(e, _)| e.eq_ignore_ascii_case(&c.name))
+                    {
+                        held.push(self.widen_column(table, c, held_type)?);
                         continue;
                     }
                     self.conn
@@ -172,17 +181,63 @@ impl DuckDbSink {
                     tracing::info!(table, column = %c.name, "added column");
                     // Read again on the next batch.
                     self.tables.remove(table);
+                    held.push(c.clone());
                 }
+                Ok(held)
             }
         }
-        Ok(())
     }
 
-    fn merge_table(&mut self, table: &str, batch: &TableBatch) -> Result<ApplyCounts, SinkError> {
-        let columns = batch.columns();
+    /// The column `c` as the target holds it, after widening the target's column when the
+    /// change carries a wider type.
+    fn widen_column(
+        &mut self,
+        table: &str,
+        c: &Column,
+        held_type: &str,
+    ) -> Result<Column, SinkError> {
+        // A type floe did not create (a user's own ALTER) is left to DuckDB's casts.
+        let Some(held) = column_type(held_type) else {
+            return Ok(c.clone());
+        };
+        // Types that are one column type here (text and unscaled decimals) need nothing.
+        if target_type(&held) == target_type(&c.ty) {
+            return Ok(c.clone());
+        }
+        // No type holds both: the column keeps its own and each value is cast to it, so
+        // NULLs and values that convert load, and the others are refused one by one.
+        let Some(wider) = held.widen(&c.ty) else {
+            return Ok(Column {
+                name: c.name.clone(),
+                ty: held,
+            });
+        };
+        let wider_type = target_type(&wider);
+        if wider_type != target_type(&held) {
+            self.conn
+                .execute_batch(&format!(
+                    "ALTER TABLE {} ALTER COLUMN {} TYPE {wider_type}",
+                    quote_ident(table),
+                    quote_ident(&c.name)
+                ))
+                .map_err(classify)?;
+            tracing::info!(table, column = %c.name, from = held_type, to = %wider_type, "widened column");
+            self.tables.remove(table);
+        }
+        Ok(Column {
+            name: c.name.clone(),
+            ty: wider,
+        })
+    }
+
+    fn merge_table(
+        &mut self,
+        table: &str,
+        batch: &TableBatch,
+        columns: &[Column],
+    ) -> Result<ApplyCounts, SinkError> {
         let key = batch.key_columns();
-        self.ensure_table(table, &columns)?;
-        let staged = stage::stage_rows(&self.conn, STAGE_TABLE, &columns, batch)?;
+        let staged = stage::stage_rows(&self.conn, STAGE_TABLE, columns, batch)?;
         let mut counts = ApplyCounts {
             upserts: staged.upserts,
             deletes: staged.deletes,
@@ -214,7 +269,7 @@ impl DuckDbSink {
         let statement = merge_statement(
             &target,
             &on,
-            &columns,
+            columns,
             &staged.toast_columns,
             self.soft_delete,
         );
@@ -228,7 +283,7 @@ impl DuckDbSink {
     fn count_toast_missing(&self, target: &str, on: &str) -> Result<u64, SinkError> {
         let sql = format!(
             "SELECT count(*) FROM temp.main.{STAGE_TABLE} s
-             WHERE s._floe_toast IS NOT NULL AND s._floe_op <> 'd'
+             WHERE contains(coalesce(s._floe_toast, ''), ',') AND s._floe_op <> 'd'
                AND NOT EXISTS (SELECT 1 FROM {target} t WHERE {on})"
         );
         self.conn
@@ -239,6 +294,12 @@ impl DuckDbSink {
 
     fn apply_in_transaction(&mut self, batch: &Batch) -> Result<ApplyCounts, SinkError> {
         let mut total = ApplyCounts::default();
+        // Tables are altered before any is emptied: DuckDB refuses to commit an ALTER of
+        // a table this transaction has already deleted from.
+        let mut held = Vec::with_capacity(batch.tables.len());
+        for (table, rows) in &batch.tables {
+            held.push(self.ensure_table(table, &rows.columns())?);
+        }
         for table in &batch.truncates {
             if self.table_columns(table)?.is_some() {
                 self.conn
@@ -247,9 +308,9 @@ impl DuckDbSink {
                 total.truncates += 1;
             }
         }
-        for (table, rows) in &batch.tables {
+        for ((table, rows), columns) in batch.tables.iter().zip(&held) {
             let _span = merge_span("duckdb", table, rows).entered();
-            let c = self.merge_table(table, rows)?;
+            let c = self.merge_table(table, rows, columns)?;
             total.upserts += c.upserts;
             total.deletes += c.deletes;
             total.toast_missing += c.toast_missing;
@@ -289,7 +350,10 @@ fn merge_statement(
         let staged = format!("s.{}", quote_ident(&c.name));
         let converted = convert(&staged, &c.ty);
         if toast_columns.contains(&i) {
-            format!("CASE WHEN contains(coalesce(s._floe_toast, ''), ',{i},') THEN {on_missing} ELSE {converted} END")
+            format!(
+                "CASE WHEN contains(coalesce(s._floe_toast, ''), ',{i},') \
+                 OR contains(coalesce(s._floe_toast, ''), ';{i};') THEN {on_missing} ELSE {converted} END"
+            )
         } else {
             converted
         }
@@ -386,7 +450,10 @@ impl Sink for DuckDbSink {
         self.conn
             .execute_batch("BEGIN TRANSACTION")
             .map_err(transient)?;
-        let result = self.merge_table(table, rows).map(|_| ());
+        let result = self
+            .ensure_table(table, &rows.columns())
+            .and_then(|columns| self.merge_table(table, rows, &columns))
+            .map(|_| ());
         let _ = self.conn.execute_batch("ROLLBACK");
         // Columns the check added are gone again.
         self.tables.clear();

@@ -36,6 +36,42 @@ pub fn target_type(ty: &ColumnType) -> String {
     }
 }
 
+/// The floe type of a DuckDB column type as `information_schema` spells it: the inverse
+/// of [`target_type`] (VARCHAR reads as text).
+pub fn column_type(duckdb: &str) -> Option<ColumnType> {
+    use ColumnType as T;
+    if let Some(item) = duckdb.strip_suffix("[]") {
+        return column_type(item).map(|t| T::List(Box::new(t)));
+    }
+    if let Some(params) = duckdb
+        .strip_prefix("DECIMAL(")
+        .and_then(|p| p.strip_suffix(')'))
+    {
+        let (p, s) = params.split_once(',')?;
+        return Some(T::Decimal {
+            precision: Some(p.trim().parse().ok()?),
+            scale: s.trim().parse().ok()?,
+        });
+    }
+    Some(match duckdb {
+        "BOOLEAN" => T::Boolean,
+        "SMALLINT" => T::Int16,
+        "INTEGER" => T::Int32,
+        "BIGINT" => T::Int64,
+        "FLOAT" => T::Float32,
+        "DOUBLE" => T::Float64,
+        "VARCHAR" => T::Text,
+        "BLOB" => T::Bytes,
+        "DATE" => T::Date,
+        "TIME" => T::Time,
+        "TIMESTAMP" => T::Timestamp,
+        "TIMESTAMP WITH TIME ZONE" => T::TimestampTz,
+        "JSON" => T::Json,
+        "UUID" => T::Uuid,
+        _ => return None,
+    })
+}
+
 /// How a column travels through the staging table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {
@@ -83,8 +119,19 @@ fn timestamp(expr: &str) -> String {
 pub fn convert(expr: &str, ty: &ColumnType) -> String {
     use ColumnType as T;
     match ty {
-        T::Date => format!("(DATE '1970-01-01' + CAST({expr} AS INTEGER))"),
-        T::Time => format!("(TIME '00:00:00' + to_microseconds({expr}))"),
+        T::Date => {
+            use crate::debezium::{DATE_INFINITY, DATE_NEG_INFINITY};
+            format!(
+                "CASE {expr} WHEN {DATE_INFINITY} THEN 'infinity'::DATE \
+                 WHEN {DATE_NEG_INFINITY} THEN '-infinity'::DATE \
+                 ELSE (DATE '1970-01-01' + CAST({expr} AS INTEGER)) END"
+            )
+        }
+        // PostgreSQL's 24:00:00 is a time of its own; adding a day's micros wraps to 00:00.
+        T::Time => format!(
+            "CASE WHEN {expr} = {} THEN TIME '24:00:00' ELSE (TIME '00:00:00' + to_microseconds({expr})) END",
+            crate::change::MICROS_PER_DAY
+        ),
         T::Timestamp => timestamp(expr),
         T::TimestampTz => format!("CAST({} AS TIMESTAMPTZ)", timestamp(expr)),
         T::List(_) => format!("CAST(CAST({expr} AS JSON) AS {})", target_type(ty)),

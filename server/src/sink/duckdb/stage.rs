@@ -12,7 +12,8 @@ use super::sql::{quote_ident, stage_of, stage_type, Stage};
 pub struct Staged {
     pub upserts: u64,
     pub deletes: u64,
-    /// Indexes of columns that hold a TOAST placeholder in at least one staged row.
+    /// Indexes of columns that hold a TOAST placeholder (marked `,i,` in `_floe_toast`) or
+    /// are absent from the change (marked `;i;`) in at least one staged row.
     pub toast_columns: Vec<usize>,
 }
 
@@ -139,9 +140,14 @@ pub fn stage_rows(
         cells.push(Cell::Int(row.offset));
         cells.push(Cell::Null); // _floe_toast, filled below
         for (i, pos) in positions.iter().enumerate() {
-            let value = pos.map_or(&Value::Null, |p| &change.values[p]);
+            // A column the change does not carry (dropped at the source, or generated and
+            // not streamed) is left as the target holds it, like a TOAST placeholder.
+            let (value, mark) = match pos {
+                Some(p) => (&change.values[*p], ','),
+                None => (&Value::Unavailable, ';'),
+            };
             if *value == Value::Unavailable {
-                toast.push_str(&format!(",{i},"));
+                toast.push_str(&format!("{mark}{i}{mark}"));
                 if !staged.toast_columns.contains(&i) {
                     staged.toast_columns.push(i);
                 }

@@ -393,7 +393,8 @@ fn after_a_refused_batch_the_culprit_alone_is_refused() {
             key: vec![0],
         })
     };
-    let text_schema = schema_with_x(ColumnType::Text);
+    // A boolean cannot join an integer column (a text one could: the column would widen).
+    let bool_schema = schema_with_x(ColumnType::Boolean);
     let int_schema = schema_with_x(ColumnType::Int64);
     let row = |id: i64, schema: &Arc<TableSchema>, x: Value| RowChange {
         table: "things".into(),
@@ -405,7 +406,7 @@ fn after_a_refused_batch_the_culprit_alone_is_refused() {
     let b = batch(
         vec![
             row(1, &int_schema, Value::Int(10)),
-            row(2, &text_schema, Value::Text("not a number".into())),
+            row(2, &bool_schema, Value::Bool(true)),
             row(3, &int_schema, Value::Int(30)),
         ],
         0,
@@ -453,4 +454,179 @@ fn checkpoints_after_a_commit_once_the_log_has_grown() {
         rows(&sink, "SELECT CAST(count(*) AS VARCHAR) FROM t"),
         vec![vec![Some(loaded.to_string())]]
     );
+}
+
+/// A one-column-plus-key change of table `t` whose column `v` has type `ty`.
+fn typed_change(id: i64, name: &str, ty: ColumnType, value: Value, lsn: i64) -> RowChange {
+    RowChange {
+        table: "t".into(),
+        op: Op::Insert,
+        schema: Arc::new(TableSchema {
+            columns: vec![
+                Column {
+                    name: "id".into(),
+                    ty: ColumnType::Int64,
+                },
+                Column {
+                    name: name.into(),
+                    ty,
+                },
+            ],
+            key: vec![0],
+        }),
+        values: vec![Value::Int(id), value],
+        source: SourcePosition {
+            lsn: Some(lsn),
+            ..SourcePosition::default()
+        },
+    }
+}
+
+#[test]
+fn a_truncate_and_an_added_column_in_one_flush_commit() {
+    let mut sink = DuckDbSink::open(&temp_db("truncate-alter"), false).unwrap();
+    sink.apply(&batch(
+        vec![change("t", Op::Insert, 1, "1.00", Value::Null, 1)],
+        0,
+    ))
+    .unwrap();
+    // A reload: the table is truncated, then a row arrives with a column added meanwhile.
+    let mut b = batch(vec![], 0);
+    b.truncate("t", "t".into());
+    let topic: Arc<str> = "topic".into();
+    b.advance(&topic, 0, 1);
+    let mut c = change("t", Op::Insert, 2, "2.00", Value::Null, 2);
+    c.schema = schema(true);
+    c.values.push(Value::List(vec![Value::Text("x".into())]));
+    b.advance(&topic, 0, 2);
+    b.add_row(c, &topic, 0, 2);
+    assert_eq!(sink.apply(&b).unwrap().truncates, 1);
+    assert_eq!(
+        rows(
+            &sink,
+            "SELECT CAST(id AS VARCHAR), array_to_string(tags, '|') FROM t"
+        ),
+        vec![vec![s("2"), s("x")]]
+    );
+}
+
+#[test]
+fn a_widened_source_column_widens_the_target_column() {
+    let mut sink = DuckDbSink::open(&temp_db("widen"), false).unwrap();
+    let decimal = |p, s| ColumnType::Decimal {
+        precision: Some(p),
+        scale: s,
+    };
+    sink.apply(&batch(
+        vec![
+            typed_change(1, "n", ColumnType::Int32, Value::Int(7), 1),
+            typed_change(2, "d", decimal(10, 2), Value::Decimal("1.25".into()), 2),
+        ],
+        0,
+    ))
+    .unwrap();
+    // int → bigint and numeric(10,2) → numeric(14,4) at the source, old and new rows mixed.
+    sink.apply(&batch(
+        vec![
+            typed_change(3, "n", ColumnType::Int64, Value::Int(1 << 40), 3),
+            typed_change(
+                4,
+                "d",
+                decimal(14, 4),
+                Value::Decimal("12345.6789".into()),
+                4,
+            ),
+            typed_change(5, "n", ColumnType::Int32, Value::Int(5), 5),
+        ],
+        2,
+    ))
+    .unwrap();
+    assert_eq!(
+        rows(
+            &sink,
+            "SELECT id::VARCHAR, n::VARCHAR, d::VARCHAR, typeof(n), typeof(d) FROM t ORDER BY id"
+        ),
+        vec![
+            vec![s("1"), s("7"), None, s("BIGINT"), s("DECIMAL(14,4)")],
+            vec![s("2"), None, s("1.2500"), s("BIGINT"), s("DECIMAL(14,4)")],
+            vec![
+                s("3"),
+                s("1099511627776"),
+                None,
+                s("BIGINT"),
+                s("DECIMAL(14,4)")
+            ],
+            vec![
+                s("4"),
+                None,
+                s("12345.6789"),
+                s("BIGINT"),
+                s("DECIMAL(14,4)")
+            ],
+            vec![s("5"), s("5"), None, s("BIGINT"), s("DECIMAL(14,4)")],
+        ]
+    );
+    // Where no type holds both, the column keeps its type: a NULL loads, a value that
+    // does not convert is refused.
+    sink.apply(&batch(
+        vec![typed_change(6, "n", ColumnType::Text, Value::Null, 6)],
+        5,
+    ))
+    .unwrap();
+    let err = sink
+        .apply(&batch(
+            vec![typed_change(
+                7,
+                "n",
+                ColumnType::Text,
+                Value::Text("seven".into()),
+                7,
+            )],
+            6,
+        ))
+        .unwrap_err();
+    assert!(matches!(&err, SinkError::Refused(_)), "{err:?}");
+    assert_eq!(
+        rows(&sink, "SELECT typeof(n) FROM t WHERE id = 6"),
+        vec![vec![s("BIGINT")]]
+    );
+}
+
+#[test]
+fn times_and_timestamps_keep_postgresqls_whole_range() {
+    let mut sink = DuckDbSink::open(&temp_db("ranges"), false).unwrap();
+    sink.apply(&batch(
+        vec![
+            typed_change(1, "tm", ColumnType::Time, Value::Time(86_400_000_000), 1),
+            typed_change(2, "tm", ColumnType::Time, Value::Time(0), 2),
+            // About 250 BC, and 10000-01-01, in microseconds from the epoch.
+            typed_change(
+                3,
+                "ts",
+                ColumnType::Timestamp,
+                Value::Timestamp(-70_000_000_000_000_000),
+                3,
+            ),
+            typed_change(
+                4,
+                "ts",
+                ColumnType::Timestamp,
+                Value::Timestamp(253_402_300_800_000_000),
+                4,
+            ),
+        ],
+        0,
+    ))
+    .unwrap();
+    let got = rows(
+        &sink,
+        "SELECT id::VARCHAR, tm::VARCHAR, year(ts)::VARCHAR FROM t ORDER BY id",
+    );
+    assert_eq!(got[0][1], s("24:00:00"));
+    assert_eq!(got[1][1], s("00:00:00"));
+    assert!(
+        got[2][2].as_deref().is_some_and(|y| y.starts_with('-')),
+        "{got:?}"
+    );
+    assert_eq!(got[3][2], s("10000"));
 }

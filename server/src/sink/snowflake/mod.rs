@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::batch::{Batch, TableBatch};
-use crate::change::Column;
+use crate::change::{Column, ColumnType};
 use crate::config::SnowflakeConfig;
 
 use super::{ApplyCounts, OffsetReader, Sink, SinkError, StoredOffsets};
@@ -26,9 +26,16 @@ pub struct SnowflakeSink {
     soft_delete: bool,
     max_statement_bytes: usize,
     /// Known columns of each target table (quoted identifiers: names compare exactly).
-    tables: HashMap<String, Vec<String>>,
+    tables: HashMap<String, Vec<HeldColumn>>,
     /// Staging tables are `{stage_prefix}_{n}`.
     stage_prefix: String,
+}
+
+/// A column of a target table, with its type where floe can widen it.
+#[derive(Clone)]
+struct HeldColumn {
+    name: String,
+    ty: Option<ColumnType>,
 }
 
 /// A table's rows, staged and ready to MERGE.
@@ -62,20 +69,33 @@ impl SnowflakeSink {
         })
     }
 
-    fn table_columns(&mut self, table: &str) -> Result<Option<Vec<String>>, SinkError> {
+    fn table_columns(&mut self, table: &str) -> Result<Option<Vec<HeldColumn>>, SinkError> {
         if let Some(cols) = self.tables.get(table) {
             return Ok(Some(cols.clone()));
         }
-        let cols: Vec<String> = self
+        let cols: Vec<HeldColumn> = self
             .client
             .query_text(&format!(
-                "SELECT column_name FROM information_schema.columns
+                "SELECT column_name, data_type, TO_VARCHAR(numeric_precision),
+                        TO_VARCHAR(numeric_scale)
+                 FROM information_schema.columns
                  WHERE table_schema = CURRENT_SCHEMA() AND table_name = {}
                  ORDER BY ordinal_position",
                 string_literal(table)
             ))?
             .into_iter()
-            .filter_map(|mut r| r.pop().flatten())
+            .filter_map(|r| match r.as_slice() {
+                [Some(name), data_type, precision, scale] => {
+                    let number = |n: &Option<String>| n.as_deref().and_then(|n| n.parse().ok());
+                    Some(HeldColumn {
+                        name: name.clone(),
+                        ty: data_type
+                            .as_deref()
+                            .and_then(|t| sql::held_type(t, number(precision), number(scale))),
+                    })
+                }
+                _ => None,
+            })
             .collect();
         if cols.is_empty() {
             return Ok(None);
@@ -84,16 +104,26 @@ impl SnowflakeSink {
         Ok(Some(cols))
     }
 
-    /// Creates the table from the batch's columns, or adds the columns it lacks.
-    fn ensure_table(&mut self, table: &str, columns: &[Column]) -> Result<(), SinkError> {
-        match self.table_columns(table)? {
-            None => {
-                self.client
-                    .execute(&sql::create_table(table, columns, self.soft_delete))?;
-                tracing::info!(table, columns = columns.len(), "created target table");
-            }
-            Some(existing) => {
-                for c in columns.iter().filter(|c| !existing.contains(&c.name)) {
+    /// Creates the table from the batch's columns, or adds the columns it lacks and widens
+    /// those whose type the source widened. Returns the batch's columns typed as the
+    /// target now holds them.
+    fn ensure_table(&mut self, table: &str, columns: &[Column]) -> Result<Vec<Column>, SinkError> {
+        let Some(mut existing) = self.table_columns(table)? else {
+            self.client
+                .execute(&sql::create_table(table, columns, self.soft_delete))?;
+            tracing::info!(table, columns = columns.len(), "created target table");
+            self.tables.remove(table);
+            return Ok(columns.to_vec());
+        };
+        if self.finish_rebuilds(table, &existing)? {
+            self.tables.remove(table);
+            existing = self.table_columns(table)?.unwrap_or_default();
+        }
+        let mut held = Vec::with_capacity(columns.len());
+        for c in columns {
+            match existing.iter().find(|e| e.name == c.name) {
+                Some(e) => held.push(self.widen(table, c, e)?),
+                None => {
                     self.client.execute(&format!(
                         "ALTER TABLE {} ADD COLUMN {} {}",
                         quote_ident(table),
@@ -101,11 +131,75 @@ impl SnowflakeSink {
                         target_type(&c.ty)
                     ))?;
                     tracing::info!(table, column = %c.name, "added column");
+                    held.push(c.clone());
                 }
             }
         }
         self.tables.remove(table);
-        Ok(())
+        Ok(held)
+    }
+
+    /// The column `c` as the target holds it, after widening the target's column when the
+    /// change carries a wider type.
+    fn widen(&mut self, table: &str, c: &Column, held: &HeldColumn) -> Result<Column, SinkError> {
+        let Some(held_ty) = &held.ty else {
+            return Ok(c.clone());
+        };
+        if target_type(held_ty) == target_type(&c.ty) {
+            return Ok(c.clone());
+        }
+        // No type holds both: the column keeps its own and each value is cast to it, so
+        // NULLs and values that convert load, and the others are refused one by one.
+        let Some(wider) = held_ty.widen(&c.ty) else {
+            return Ok(Column {
+                name: c.name.clone(),
+                ty: held_ty.clone(),
+            });
+        };
+        if target_type(&wider) != target_type(held_ty) {
+            for statement in sql::widen_column(table, &c.name, held_ty, &wider) {
+                self.client.execute(&statement)?;
+            }
+            tracing::info!(table, column = %c.name, from = %target_type(held_ty),
+                to = %target_type(&wider), "widened column");
+        }
+        Ok(Column {
+            name: c.name.clone(),
+            ty: wider,
+        })
+    }
+
+    /// Completes a column rebuild a crash interrupted: the new column replaces the old
+    /// one if the old one is gone, and is dropped (the rebuild runs again) if not.
+    fn finish_rebuilds(&mut self, table: &str, existing: &[HeldColumn]) -> Result<bool, SinkError> {
+        let mut changed = false;
+        for e in existing {
+            let Some(original) = e.name.strip_suffix(sql::REBUILD_SUFFIX) else {
+                continue;
+            };
+            let statement = if existing.iter().any(|o| o.name == original) {
+                format!(
+                    "ALTER TABLE {} DROP COLUMN {}",
+                    quote_ident(table),
+                    quote_ident(&e.name)
+                )
+            } else {
+                format!(
+                    "ALTER TABLE {} RENAME COLUMN {} TO {}",
+                    quote_ident(table),
+                    quote_ident(&e.name),
+                    quote_ident(original)
+                )
+            };
+            self.client.execute(&statement)?;
+            tracing::warn!(
+                table,
+                column = original,
+                "finished an interrupted column rebuild"
+            );
+            changed = true;
+        }
+        Ok(changed)
     }
 
     /// Creates or extends the target and fills a staging table with the rows (DDL: runs
@@ -116,8 +210,7 @@ impl SnowflakeSink {
         table: &str,
         rows: &TableBatch,
     ) -> Result<Prepared, SinkError> {
-        let columns = rows.columns();
-        self.ensure_table(table, &columns)?;
+        let columns = self.ensure_table(table, &rows.columns())?;
         let stage = format!("{}_{index}", self.stage_prefix);
         let staged = sql::stage_rows(&columns, rows, self.max_statement_bytes);
         for (n, document) in staged.documents.iter().enumerate() {
@@ -147,7 +240,7 @@ impl SnowflakeSink {
         if !p.toast_columns.is_empty() {
             let rows = self.client.query_text(&format!(
                 "SELECT TO_VARCHAR(COUNT(*)) FROM {} s
-                 WHERE s._FLOE_TOAST IS NOT NULL AND s._FLOE_OP <> 'd'
+                 WHERE CONTAINS(s._FLOE_TOAST, ',') AND s._FLOE_OP <> 'd'
                    AND NOT EXISTS (SELECT 1 FROM {} t WHERE {})",
                 p.stage,
                 quote_ident(table),

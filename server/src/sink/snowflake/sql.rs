@@ -49,6 +49,72 @@ pub fn target_type(ty: &ColumnType) -> String {
     }
 }
 
+/// The floe type of a Snowflake column as `information_schema.columns` describes it
+/// (`data_type`, `numeric_precision`, `numeric_scale`); `None` for a type floe does not
+/// widen (VARIANT, ARRAY, a user's own).
+pub fn held_type(
+    data_type: &str,
+    precision: Option<u32>,
+    scale: Option<u32>,
+) -> Option<ColumnType> {
+    use ColumnType as T;
+    Some(match data_type {
+        "NUMBER" => T::Decimal {
+            precision: Some(precision?),
+            scale: scale?,
+        },
+        "FLOAT" => T::Float64,
+        "TEXT" | "VARCHAR" => T::Text,
+        "BOOLEAN" => T::Boolean,
+        "BINARY" => T::Bytes,
+        "DATE" => T::Date,
+        "TIME" => T::Time,
+        "TIMESTAMP_NTZ" => T::Timestamp,
+        "TIMESTAMP_TZ" => T::TimestampTz,
+        _ => return None,
+    })
+}
+
+/// The suffix of the name a column is rebuilt under before it replaces the original.
+pub const REBUILD_SUFFIX: &str = "__floe_new";
+
+/// Statements that widen `column` of `table` from `held` to `wider` without losing a value.
+/// Snowflake alters a type in place only to raise a NUMBER's precision at the same scale;
+/// any other change rebuilds the column: a new column, a copy, the old one dropped and the
+/// new one renamed. Each is DDL that commits on its own, so `ensure_table` finishes an
+/// interrupted rebuild before anything else.
+pub fn widen_column(
+    table: &str,
+    column: &str,
+    held: &ColumnType,
+    wider: &ColumnType,
+) -> Vec<String> {
+    let t = quote_ident(table);
+    let c = quote_ident(column);
+    let target = target_type(wider);
+    let same_scale_number = matches!(
+        (held, wider),
+        (ColumnType::Decimal { scale: a, .. }, ColumnType::Decimal { scale: b, precision: Some(_) })
+            if a == b && target.starts_with("NUMBER")
+    );
+    if same_scale_number {
+        return vec![format!(
+            "ALTER TABLE {t} ALTER COLUMN {c} SET DATA TYPE {target}"
+        )];
+    }
+    let new = quote_ident(&format!("{column}{REBUILD_SUFFIX}"));
+    let copy = match wider {
+        ColumnType::Text => format!("TO_VARCHAR({c})"),
+        _ => format!("{c}::{target}"),
+    };
+    vec![
+        format!("ALTER TABLE {t} ADD COLUMN {new} {target}"),
+        format!("UPDATE {t} SET {new} = {copy}"),
+        format!("ALTER TABLE {t} DROP COLUMN {c}"),
+        format!("ALTER TABLE {t} RENAME COLUMN {new} TO {c}"),
+    ]
+}
+
 /// SQL typing the staged JSON field `field` (a string, or absent for NULL) as `ty`.
 fn typed(field: &str, ty: &ColumnType) -> String {
     use ColumnType as T;
@@ -116,12 +182,14 @@ pub fn stage_rows(columns: &[Column], batch: &TableBatch, max_bytes: usize) -> S
         object.insert("o".into(), Json::String(row.offset.to_string()));
         let mut toast = String::new();
         for (i, column) in columns.iter().enumerate() {
-            let value = change
-                .schema
-                .index_of(&column.name)
-                .map_or(&Value::Null, |p| &change.values[p]);
+            // A column the change does not carry (dropped at the source, or generated and
+            // not streamed) is left as the target holds it, like a TOAST placeholder.
+            let (value, mark) = match change.schema.index_of(&column.name) {
+                Some(p) => (&change.values[p], ','),
+                None => (&Value::Unavailable, ';'),
+            };
             if *value == Value::Unavailable {
-                toast.push_str(&format!(",{i},"));
+                toast.push_str(&format!("{mark}{i}{mark}"));
                 if !staged.toast_columns.contains(&i) {
                     staged.toast_columns.push(i);
                 }
@@ -213,7 +281,7 @@ pub fn fill_toast(
         .map(|(i, c)| {
             format!(
                 "UPDATE {stage} AS s SET {col} = t.{col} FROM {} AS t \
-                 WHERE {} AND CONTAINS(s._FLOE_TOAST, ',{i},')",
+                 WHERE {} AND (CONTAINS(s._FLOE_TOAST, ',{i},') OR CONTAINS(s._FLOE_TOAST, ';{i};'))",
                 quote_ident(target),
                 key_match(key),
                 col = quote_ident(&c.name),
@@ -302,6 +370,32 @@ mod tests {
         assert_eq!(string_literal("a\\'b"), "'a\\\\''b'");
         assert_eq!(string_literal("nul\0"), "'nul\\0'");
         assert_eq!(quote_ident("Mixed\"Case"), "\"Mixed\"\"Case\"");
+    }
+
+    #[test]
+    fn widening_alters_in_place_only_what_snowflake_allows() {
+        let number = |p, s| ColumnType::Decimal {
+            precision: Some(p),
+            scale: s,
+        };
+        // int → bigint: a precision raise at scale 0.
+        assert_eq!(
+            widen_column("t", "n", &number(10, 0), &number(19, 0)),
+            vec!["ALTER TABLE \"t\" ALTER COLUMN \"n\" SET DATA TYPE NUMBER(19,0)"]
+        );
+        // A scale change, NUMBER → VARCHAR and NUMBER → FLOAT are rebuilt, never altered.
+        for wider in [number(14, 4), ColumnType::Text, ColumnType::Float64] {
+            let statements = widen_column("t", "n", &number(10, 2), &wider);
+            assert_eq!(statements.len(), 4, "{wider:?}");
+            assert!(
+                statements.iter().all(|s| !s.contains("SET DATA TYPE")),
+                "{statements:?}"
+            );
+            assert!(statements[3].ends_with("RENAME COLUMN \"n__floe_new\" TO \"n\""));
+        }
+        assert_eq!(held_type("NUMBER", Some(10), Some(2)), Some(number(10, 2)));
+        assert_eq!(held_type("TEXT", None, None), Some(ColumnType::Text));
+        assert_eq!(held_type("VARIANT", None, None), None);
     }
 
     #[test]
