@@ -310,6 +310,9 @@ pub(super) fn decode_event(
 
 fn table_name(source: Option<&Source>) -> Result<Arc<str>, DecodeError> {
     match source.and_then(|s| s.table.as_deref()) {
+        Some(t) if is_reserved(t, RESERVED_TABLE_PREFIX) => Err(DecodeError::Schema(format!(
+            "table name {t:?} is reserved: floe's own tables begin with {RESERVED_TABLE_PREFIX}"
+        ))),
         Some(t) if !t.is_empty() => Ok(Arc::from(t)),
         _ => Err(DecodeError::NotAnEvent(
             "source block names no table (source.table)".into(),
@@ -336,19 +339,38 @@ fn decode_key(key: Option<&[u8]>) -> Result<Members<'_>, DecodeError> {
     Ok(members)
 }
 
+/// Names floe gives its own tables (`_floe_offsets`) and metadata columns (`_floe_op`):
+/// a source name like them would collide inside the target.
+const RESERVED_TABLE_PREFIX: &str = "_floe";
+const RESERVED_COLUMN_PREFIX: &str = "_floe_";
+
+fn is_reserved(name: &str, prefix: &str) -> bool {
+    name.get(..prefix.len())
+        .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
+}
+
 /// Every name must be one a target table can have: PostgreSQL never sends an empty or a
-/// repeated column name, and neither DuckDB nor Snowflake would create one.
+/// repeated column name, and neither DuckDB nor Snowflake would create one. DuckDB's names
+/// ignore case, so two that differ only by case (PostgreSQL's `id` and `"ID"`) would be one
+/// column there; and floe's metadata columns are its own.
 fn check_column_names(columns: &[Column]) -> Result<(), DecodeError> {
-    let mut seen = std::collections::HashSet::with_capacity(columns.len());
+    let mut seen = std::collections::HashMap::with_capacity(columns.len());
     for column in columns {
-        if column.name.is_empty() {
+        let name = column.name.as_str();
+        if name.is_empty() {
             return Err(DecodeError::Schema("a column has an empty name".into()));
         }
-        if !seen.insert(column.name.as_str()) {
+        if is_reserved(name, RESERVED_COLUMN_PREFIX) {
             return Err(DecodeError::Schema(format!(
-                "column {:?} appears twice",
-                column.name
+                "column name {name:?} is reserved: floe's metadata columns begin with {RESERVED_COLUMN_PREFIX}"
             )));
+        }
+        if let Some(other) = seen.insert(name.to_lowercase(), name) {
+            return Err(DecodeError::Schema(if other == name {
+                format!("column {name:?} appears twice")
+            } else {
+                format!("columns {other:?} and {name:?} differ only by case, which DuckDB cannot hold apart")
+            }));
         }
     }
     Ok(())

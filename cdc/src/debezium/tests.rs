@@ -518,6 +518,16 @@ fn limits_and_contradictions_are_decode_errors() {
     );
     let empty = err(ID_KEY, &row(r#""id":1,"":2"#));
     assert!(empty.contains("empty name"), "{empty}");
+    // Names one target column or floe's own names would take.
+    let by_case = err(ID_KEY, &row(r#""id":1,"note":2,"NOTE":3"#));
+    assert!(by_case.contains("differ only by case"), "{by_case}");
+    let metadata = err(ID_KEY, &row(r#""id":1,"_FLOE_op":2"#));
+    assert!(metadata.contains("reserved"), "{metadata}");
+    let offsets = err(
+        ID_KEY,
+        r#"{"after":{"id":1},"op":"c","source":{"table":"_floe_offsets"}}"#,
+    );
+    assert!(offsets.contains("reserved"), "{offsets}");
     let typed_repeat = err(
         ID_KEY,
         r#"{"schema":{"type":"struct","fields":[{"type":"struct","field":"after","optional":true,"fields":[{"type":"int32","field":"id"},{"type":"int32","field":"id"}]}]},"payload":{"after":{"id":1},"op":"c","source":{"table":"t"}}}"#,
