@@ -664,3 +664,37 @@ fn schemaless_changes_load_as_their_json_types() {
     assert_table_equal(&chain.pg, &chain.db, "evolve", EVOLVE);
     let _ = std::fs::remove_dir_all(&chain.dir);
 }
+
+/// `all_types` with `decimal.handling.mode=double`, `interval.handling.mode=string` and
+/// `hstore.handling.mode=map`.
+const ALL_TYPES_DOUBLE_MODES: &[Col] = &[
+    col("dec", Cmp::Float, "dec::float8::text", "dec::VARCHAR"),
+    col("num", Cmp::Float, "num::float8::text", "num::VARCHAR"),
+    col(
+        "mny",
+        Cmp::Float,
+        "mny::numeric::float8::text",
+        "mny::VARCHAR",
+    ),
+    text("iv", "iv::text", "iv"),
+    col("hs", Cmp::Json, "hstore_to_json(hs)::text", "hs::VARCHAR"),
+];
+
+#[test]
+fn double_decimals_string_intervals_and_map_hstores_equal_postgres() {
+    let chain = run_chain(
+        "dbz-double",
+        true,
+        &[
+            "decimal.handling.mode=double",
+            "interval.handling.mode=string",
+            "hstore.handling.mode=map",
+        ],
+    );
+    // The connector writes intervals in ISO 8601; PostgreSQL does too when asked.
+    chain
+        .pg
+        .psql("ALTER DATABASE postgres SET intervalstyle = 'iso_8601';");
+    assert_table_equal(&chain.pg, &chain.db, "all_types", ALL_TYPES_DOUBLE_MODES);
+    let _ = std::fs::remove_dir_all(&chain.dir);
+}
