@@ -308,6 +308,44 @@ fn the_openapi_document_describes_the_routes_that_exist() {
 
 /// Every tenant route refuses a request without a key, with an unknown key, and with
 /// another tenant's key; operator routes refuse tenant keys.
+/// A 16 MiB upload without a key, or with another tenant's, is answered before a byte of
+/// its body arrives: the body here never comes, and the answer must.
+#[test]
+fn an_upload_without_a_valid_key_is_refused_before_its_body_is_read() {
+    let dir = scratch_dir("admin-auth-first");
+    let api = Api::new(&dir);
+    api.create_tenant("tenant-a");
+    let b = api.create_tenant("tenant-b");
+    for key in [None, Some("not-a-key"), Some(b.as_str())] {
+        let mut request = Request::builder()
+            .method(Method::PUT)
+            .uri("/v1/tenants/tenant-a/validators/v")
+            .header("content-type", "application/wasm")
+            .header("content-length", (16u64 << 20).to_string());
+        if let Some(key) = key {
+            request = request.header("authorization", format!("Bearer {key}"));
+        }
+        let never = tokio_stream::pending::<Result<axum::body::Bytes, std::io::Error>>();
+        let request = request.body(Body::from_stream(never)).expect("request");
+        let status = api.runtime.block_on(async {
+            tokio::time::timeout(
+                Duration::from_secs(10),
+                app(api.state.clone()).oneshot(request),
+            )
+            .await
+            .expect("answered without reading the body")
+            .expect("response")
+            .status()
+        });
+        let expected = if key == Some(b.as_str()) {
+            StatusCode::FORBIDDEN
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
+        assert_eq!(status, expected, "key {key:?}");
+    }
+}
+
 #[test]
 fn every_route_refuses_no_key_a_wrong_key_and_another_tenants_key() {
     let dir = scratch_dir("admin-auth");

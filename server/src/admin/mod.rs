@@ -10,8 +10,10 @@ mod error;
 mod sinks;
 mod validators;
 
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -151,6 +153,30 @@ fn require_tenant(
     }
 }
 
+/// Routes anyone may call; every other one needs a key.
+const OPEN_ROUTES: &[&str] = &["/healthz", "/readyz", "/openapi.json"];
+
+/// Checks the caller's key before a handler reads the request's body, so a client without
+/// a key (or with another tenant's) cannot make floe take in an upload's megabytes. The
+/// handlers still decide what the operator alone may do.
+async fn authenticate(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    let path = request.uri().path();
+    if !OPEN_ROUTES.contains(&path) {
+        let tenant = path
+            .strip_prefix("/v1/tenants/")
+            .and_then(|rest| rest.split('/').next())
+            .filter(|t| !t.is_empty());
+        let allowed = caller(&state, request.headers()).and_then(|who| match (who, tenant) {
+            (Caller::Tenant(own), Some(tenant)) if own != tenant => Err(ApiError::forbidden()),
+            _ => Ok(()),
+        });
+        if let Err(refused) = allowed {
+            return refused.into_response();
+        }
+    }
+    next.run(request).await
+}
+
 pub fn app(state: AdminState) -> Router {
     let upload_limit = usize::try_from(state.limits.max_component_mib << 20).unwrap_or(usize::MAX);
     Router::new()
@@ -196,6 +222,7 @@ pub fn app(state: AdminState) -> Router {
             "/v1/tenants/{tenant}/routes/{table}",
             put(set_route).delete(delete_route),
         )
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .with_state(state)
 }
 
