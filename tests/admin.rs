@@ -934,6 +934,51 @@ fn dry_run_reports_verdicts_rows_and_guest_output() {
         (StatusCode::CONFLICT, "validator_not_active"),
         "no version given and none active"
     );
+
+    // A dry run is held to the tenant's limits, as its pipeline calls are.
+    let (status, _) = api.upload(
+        "/v1/tenants/acme/validators/looping",
+        &key,
+        read(guest("poison-infinite-loop")),
+    );
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, answer) = api.json(
+        Method::PUT,
+        "/v1/tenants/acme/limits",
+        Some(OPERATOR),
+        json!({"memory_mib": 16, "deadline_ms": 30, "max_component_mib": 1, "max_validators": 8}),
+    );
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let (status, report) = api.json(
+        Method::POST,
+        "/v1/tenants/acme/validators/looping/dry-run",
+        Some(&key),
+        json!({"messages": [sample(1, "poison")], "version": 1}),
+    );
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(
+        report["results"][0]["category"], "transform_timeout",
+        "{report}"
+    );
+    assert!(
+        report["results"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("30ms")),
+        "the tenant's 30 ms deadline, not the default: {report}"
+    );
+    // And it is a sample: past 1,000 messages it is refused before any runs.
+    let many: Vec<Value> = (0..1001).map(|i| sample(i, "fine")).collect();
+    let (status, answer) = api.json(
+        Method::POST,
+        "/v1/tenants/acme/validators/orders/dry-run",
+        Some(&key),
+        json!({"messages": many, "version": 1}),
+    );
+    assert_eq!(
+        (status, code(&answer)),
+        (StatusCode::PAYLOAD_TOO_LARGE, "too_many_samples"),
+        "{answer}"
+    );
 }
 
 /// The operator sets a tenant's limits; its uploads are held to them.

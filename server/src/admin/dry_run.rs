@@ -51,13 +51,17 @@ fn row_json(row: &RowChange) -> Json {
     Json::Object(out)
 }
 
+/// The most messages one dry run takes: a sample, not a load.
+pub const MAX_SAMPLES: usize = 1000;
+
 /// Runs `samples` through the component at `path`, routed as `routes` say (target and
-/// key per source table).
+/// key per source table), in the sandbox `limits` give (the tenant's, as in the pipeline).
 pub fn run(
     runtime: &Runtime,
     path: &Path,
     label: &str,
     routes: &BTreeMap<String, TenantRoute>,
+    limits: &SandboxLimits,
     samples: &[Sample],
 ) -> Json {
     let mut results: Vec<(usize, Json)> = Vec::new();
@@ -98,7 +102,7 @@ pub fn run(
             name: Some(label.to_string()),
             target: route.target,
             key: route.key,
-            limits: SandboxLimits::default(),
+            limits: limits.clone(),
             dlq_topic: None,
             tenant: None,
         };

@@ -137,6 +137,17 @@ pub(super) async fn dry_run_validator(
     use crate::control::ControlError;
     let t = require_tenant(&state, &headers, &tenant)?;
     let Json(body) = body?;
+    if body.messages.len() > dry_run::MAX_SAMPLES {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_many_samples",
+            format!(
+                "a dry run takes at most {} messages, not {}",
+                dry_run::MAX_SAMPLES,
+                body.messages.len()
+            ),
+        ));
+    }
     let entry = t
         .validators
         .get(&name)
@@ -157,8 +168,9 @@ pub(super) async fn dry_run_validator(
     let label = format!("{tenant}/{name}@v{number}");
     let runtime = state.runtime.clone();
     let routes = t.routes.clone();
+    let limits = t.limits.sandbox();
     let report = tokio::task::spawn_blocking(move || {
-        dry_run::run(&runtime, &path, &label, &routes, &body.messages)
+        dry_run::run(&runtime, &path, &label, &routes, &limits, &body.messages)
     })
     .await
     .map_err(|_| ApiError::internal("the dry run failed"))?;
