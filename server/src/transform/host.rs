@@ -20,7 +20,9 @@ use crate::config::SandboxLimits;
 const TICK: Duration = Duration::from_millis(5);
 /// Guest output kept per call (stdout, stderr and log lines each).
 const OUTPUT_CAP: usize = 64 * 1024;
+/// Lines a call may write to floe's log, all streams together, and the length of each.
 const LOG_LINES_CAP: usize = 200;
+const LINE_CAP: usize = OUTPUT_CAP / 16;
 
 /// Interfaces a validator may import: floe's own and WASI without any capability to
 /// reach outside (no filesystem, sockets, HTTP or name lookups).
@@ -294,14 +296,13 @@ impl Validator {
             .pre
             .instantiate(&mut store)
             .and_then(|instance| instance.call_validate(&mut store, batch));
-        let mut output = std::mem::take(&mut store.data_mut().log);
-        for (stream, pipe) in [("stdout", &stdout), ("stderr", &stderr)] {
-            let text = String::from_utf8_lossy(&pipe.contents()).into_owned();
-            output.extend(
-                text.lines()
-                    .map(|l| (Level::Info, format!("{stream}: {l}"))),
-            );
-        }
+        let output = guest_lines(
+            std::mem::take(&mut store.data_mut().log),
+            &[
+                ("stdout", &stdout.contents()),
+                ("stderr", &stderr.contents()),
+            ],
+        );
         if let Ok(Some(kept)) = self.captured.lock().as_deref_mut() {
             kept.extend(
                 output
@@ -351,6 +352,52 @@ impl Validator {
             GuestFailure { kind, reason }
         })
     }
+}
+
+/// A call's output as the lines floe logs: the guest's log lines, then its stdout and
+/// stderr, at most [`LOG_LINES_CAP`] in all (then one line saying how many were dropped),
+/// each at most [`LINE_CAP`] bytes, with control characters escaped so that a guest cannot
+/// forge or garble a line of floe's log.
+fn guest_lines(log: Vec<(Level, String)>, streams: &[(&str, &[u8])]) -> Vec<(Level, String)> {
+    let written = streams.iter().map(|(name, bytes)| {
+        let text = String::from_utf8_lossy(bytes).into_owned();
+        let lines: Vec<(Level, String)> = text
+            .lines()
+            .map(|l| (Level::Info, format!("{name}: {l}")))
+            .collect();
+        lines
+    });
+    let all = log.into_iter().chain(written.flatten());
+    let mut kept = Vec::new();
+    let mut dropped = 0usize;
+    for (level, line) in all {
+        if kept.len() < LOG_LINES_CAP {
+            kept.push((level, clip(escape_controls(&line), LINE_CAP)));
+        } else {
+            dropped += 1;
+        }
+    }
+    if dropped > 0 {
+        kept.push((
+            Level::Warn,
+            format!("{dropped} more lines of guest output dropped"),
+        ));
+    }
+    kept
+}
+
+fn escape_controls(line: &str) -> String {
+    line.chars()
+        .flat_map(|c| {
+            let escape = c.is_control() && c != '\t';
+            let shown: Vec<char> = if escape {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            shown
+        })
+        .collect()
 }
 
 /// Cuts `text` to at most `max` bytes on a character boundary.
@@ -415,10 +462,40 @@ impl ResourceLimiter for GuestState {
 
 impl Host for GuestState {
     fn log(&mut self, level: Level, message: String) {
-        if self.log.len() < LOG_LINES_CAP {
-            self.log.push((level, clip(message, OUTPUT_CAP / 16)));
+        // One line more than kept, so that the count of dropped lines shows there were more.
+        if self.log.len() <= LOG_LINES_CAP {
+            self.log.push((level, clip(message, LINE_CAP)));
         }
     }
 }
 
 impl super::wit::floe::transform::types::Host for GuestState {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_output_is_bounded_and_cannot_forge_log_lines() {
+        // 65,536 one-character lines on stdout: a flood of log lines.
+        let flood = "x\n".repeat(1 << 16);
+        let lines = guest_lines(
+            vec![(Level::Info, "line\r\u{1b}[2Jforged".into())],
+            &[("stdout", flood.as_bytes()), ("stderr", b"")],
+        );
+        assert_eq!(lines.len(), LOG_LINES_CAP + 1);
+        assert_eq!(lines[0].1, "line\\r\\u{1b}[2Jforged");
+        assert_eq!(lines[1].1, "stdout: x");
+        assert_eq!(
+            lines[LOG_LINES_CAP].1,
+            format!(
+                "{} more lines of guest output dropped",
+                (1 << 16) + 1 - LOG_LINES_CAP
+            )
+        );
+        let long = "y".repeat(3 * LINE_CAP);
+        let lines = guest_lines(Vec::new(), &[("stderr", long.as_bytes())]);
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0].1.len(), LINE_CAP);
+    }
+}
