@@ -281,6 +281,7 @@ impl Validator {
             wasi,
             table: ResourceTable::new(),
             memory_bytes: self.memory_bytes,
+            memory_used: 0,
             memory_exceeded: false,
             log: Vec::new(),
         };
@@ -419,10 +420,18 @@ fn root_cause(e: &wasmtime::Error) -> String {
     }
 }
 
+/// What one call may create: a component holds a few core instances, memories and tables
+/// (a language runtime's several modules); wasmtime's defaults allow 10,000 of each.
+const MAX_INSTANCES: usize = 64;
+const MAX_MEMORIES: usize = 16;
+const MAX_TABLES: usize = 64;
+
 struct GuestState {
     wasi: WasiCtx,
     table: ResourceTable,
+    /// The call's memory budget, over all its linear memories together.
     memory_bytes: usize,
+    memory_used: usize,
     memory_exceeded: bool,
     log: Vec<(Level, String)>,
 }
@@ -439,15 +448,32 @@ impl WasiView for GuestState {
 impl ResourceLimiter for GuestState {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_bytes {
+        let total = self
+            .memory_used
+            .saturating_sub(current)
+            .saturating_add(desired);
+        if total > self.memory_bytes {
             self.memory_exceeded = true;
             wasmtime::bail!("memory limit of {} bytes exceeded", self.memory_bytes);
         }
+        self.memory_used = total;
         Ok(true)
+    }
+
+    fn instances(&self) -> usize {
+        MAX_INSTANCES
+    }
+
+    fn memories(&self) -> usize {
+        MAX_MEMORIES
+    }
+
+    fn tables(&self) -> usize {
+        MAX_TABLES
     }
 
     fn table_growing(
@@ -474,6 +500,29 @@ impl super::wit::floe::transform::types::Host for GuestState {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_memory_limit_holds_for_all_of_a_calls_memories_together() {
+        let mut state = GuestState {
+            wasi: WasiCtxBuilder::new().build(),
+            table: ResourceTable::new(),
+            memory_bytes: 10 << 20,
+            memory_used: 0,
+            memory_exceeded: false,
+            log: Vec::new(),
+        };
+        // Three memories of 3 MiB each fit a 10 MiB budget; a fourth does not.
+        for _ in 0..3 {
+            assert!(state.memory_growing(0, 3 << 20, None).unwrap());
+        }
+        assert!(state.memory_growing(0, 3 << 20, None).is_err());
+        assert!(state.memory_exceeded);
+        // Growing one of them counts only what it adds.
+        state.memory_exceeded = false;
+        assert!(state.memory_growing(3 << 20, 4 << 20, None).unwrap());
+        assert!(state.memory_growing(4 << 20, 5 << 20, None).is_err());
+        assert!(state.memories() < 10_000 && state.instances() < 10_000);
+    }
 
     #[test]
     fn guest_output_is_bounded_and_cannot_forge_log_lines() {
