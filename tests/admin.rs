@@ -38,6 +38,7 @@ impl Api {
             },
             stats: None,
             broker: None,
+            configured_tables: Arc::new(["configured".to_string()].into()),
         };
         Api {
             state,
@@ -1198,4 +1199,102 @@ fn produce_notes(broker: &Broker, topic: &str, records: &[(String, Vec<u8>)]) {
         .map(|(k, v)| (Some(k.as_str()), Some(v.as_slice())))
         .collect();
     broker.produce_raw(topic, &raw);
+}
+
+/// A tenant cannot route a table the configuration routes: the table is the operator's.
+#[test]
+fn a_table_the_configuration_routes_cannot_be_routed_by_a_tenant() {
+    let dir = scratch_dir("admin-configured-route");
+    let api = Api::new(&dir);
+    let key = api.create_tenant("acme");
+    let (status, answer) = api.json(
+        Method::PUT,
+        "/v1/tenants/acme/routes/configured",
+        Some(&key),
+        json!({"target": "mine"}),
+    );
+    assert_eq!(
+        (status, code(&answer)),
+        (StatusCode::CONFLICT, "route_conflict"),
+        "{answer}"
+    );
+    let (status, answer) = api.json(
+        Method::PUT,
+        "/v1/tenants/acme/routes/other",
+        Some(&key),
+        json!({"target": "mine"}),
+    );
+    assert_eq!(status, StatusCode::OK, "{answer}");
+}
+
+/// A tenant's route that the configuration later routes too (state the API refuses now,
+/// but a control plane can hold) costs the tenant that route: floe still starts, and the
+/// configuration's route is the one in force.
+#[test]
+fn a_conflicting_tenant_route_in_the_control_plane_does_not_stop_floe() {
+    let broker = Broker::start("admin-conflict");
+    let dir = scratch_dir("admin-conflict");
+    let topic = "dbserver1.public.notes";
+    broker.create_topic(topic, 1);
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut floe = start_floe_with_admin(&broker, &dir, topic, "conflict", &addr, OPERATOR);
+    let key = create_tenant(&addr, OPERATOR, "acme");
+    let (status, answer) = api(
+        &addr,
+        "PUT",
+        "/v1/tenants/acme/routes/notes",
+        &key,
+        "application/json",
+        br#"{"target": "acme_notes"}"#,
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        floe.terminate(Duration::from_secs(30)),
+        0,
+        "{}",
+        floe.log_text()
+    );
+
+    // The operator now routes `notes` in the configuration.
+    let config = dir.join("floe.toml");
+    std::fs::write(
+        &config,
+        "[[routes]]\ntable = \"notes\"\ntarget = \"notes_configured\"\n",
+    )
+    .expect("config");
+    let env = [
+        ("FLOE_KAFKA_BROKERS", broker.addr.clone()),
+        ("FLOE_KAFKA_TOPICS", topic.to_string()),
+        ("FLOE_KAFKA_GROUP", "conflict".to_string()),
+        ("FLOE_KAFKA_ASSIGNMENT", "all".to_string()),
+        ("FLOE_BATCH_MAX_AGE_MS", "100".to_string()),
+        (
+            "FLOE_DUCKDB_PATH",
+            dir.join("floe.duckdb").display().to_string(),
+        ),
+        ("FLOE_ADMIN_LISTEN", addr.clone()),
+        ("FLOE_ADMIN_DIR", dir.join("control").display().to_string()),
+        ("FLOE_OPERATOR_KEY", OPERATOR.to_string()),
+    ];
+    let mut floe = Floe::start_with_config(&config, &env, dir.join("floe-2.log"));
+    let (k, v) = note_record("notes", 1, "hello");
+    broker.produce_raw(topic, &[(Some(k.as_str()), Some(v.as_slice()))]);
+    broker.wait_fully_committed("conflict", topic, LOAD_TIMEOUT);
+    assert_eq!(
+        floe.terminate(Duration::from_secs(30)),
+        0,
+        "{}",
+        floe.log_text()
+    );
+    assert!(
+        floe.log_text()
+            .contains("a tenant's route of a table already routed is not in force"),
+        "{}",
+        floe.log_text()
+    );
+    let loaded = query_text(
+        &dir.join("floe.duckdb"),
+        "SELECT note FROM notes_configured",
+    );
+    assert_eq!(loaded, [[Some("hello".to_string())]]);
 }

@@ -240,6 +240,7 @@ async fn run(config: Config, stats: Arc<Stats>) -> anyhow::Result<()> {
         )
         .await?;
         state.stats = Some(stats.clone());
+        state.configured_tables = Arc::new(config.routes.iter().map(|r| r.table.clone()).collect());
         control = Some(state.control.clone());
         let listener = tokio::net::TcpListener::bind(&config.admin.listen)
             .await

@@ -43,6 +43,8 @@ pub struct AdminState {
     pub stats: Option<Arc<Stats>>,
     /// Asks the Kafka cluster for metadata on each `/readyz`.
     pub broker: Option<Arc<crate::source::BrokerProbe>>,
+    /// Tables the configuration (`[[routes]]`) routes: the operator's, never a tenant's.
+    pub configured_tables: Arc<std::collections::BTreeSet<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +94,7 @@ impl AdminState {
             },
             stats: None,
             broker: crate::source::BrokerProbe::new(kafka).ok().map(Arc::new),
+            configured_tables: Arc::default(),
         })
     }
 }
@@ -424,6 +427,13 @@ async fn set_route(
 ) -> Result<Json<Value>, ApiError> {
     require_tenant(&state, &headers, &tenant)?;
     let Json(route) = body?;
+    if state.configured_tables.contains(&table) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "route_conflict",
+            format!("table {table:?} is routed by floe's configuration"),
+        ));
+    }
     state.control.set_route(&tenant, &table, route.clone())?;
     tracing::info!(%tenant, %table, validator = ?route.validator, "route set");
     Ok(Json(json!({"table": table, "route": route})))

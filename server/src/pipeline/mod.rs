@@ -98,10 +98,12 @@ pub async fn run(
     // Subscribed before the first load, so that no change is missed; the first routes
     // include the control plane's, so no routed table is ever read without its validator.
     let changes = control.as_ref().map(|c| c.subscribe());
-    let mut all_routes = config.routes.clone();
-    if let Some(control) = &control {
-        all_routes.extend(control.route_configs(&config.dlq.topic));
-    }
+    let all_routes = match &control {
+        Some(control) => {
+            routes::with_tenant_routes(&config.routes, control.route_configs(&config.dlq.topic))
+        }
+        None => config.routes.clone(),
+    };
     create_route_dlq_topics(&config.kafka, &all_routes, &mut Default::default()).await;
     let routes = Arc::new(SharedRoutes::new(Routes::load(
         &all_routes,
