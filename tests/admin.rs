@@ -1098,6 +1098,18 @@ fn a_looping_tenant_does_not_slow_another_tenant_down() {
     );
     let (status, answer) = set_sink(OPERATOR, r#"{"duckdb": {"path": "b.duckdb"}}"#);
     assert_eq!((status, code(&answer)), (400, "invalid_sink"), "{answer}");
+    // A topic the cluster does not know would stop the pipeline's next start.
+    let missing_topic = format!(
+        r#"{{"topics": ["no-such-topic"], "duckdb": {{"path": "{}"}}}}"#,
+        dir.join("b.duckdb").display()
+    );
+    let (status, answer) = set_sink(OPERATOR, &missing_topic);
+    assert_eq!(
+        (status, code(&answer)),
+        (422, "sink_unreachable"),
+        "{answer}"
+    );
+    assert!(answer.to_string().contains("no-such-topic"), "{answer}");
     let (status, answer) = set_sink(OPERATOR, &sink_b(&dir.join("b.duckdb")));
     assert_eq!(status, 200, "{answer}");
     wait_for("B's sink and both routes", Duration::from_secs(60), || {

@@ -203,6 +203,17 @@ impl BrokerProbe {
     pub fn partitions(&self, topic: &str) -> Result<Option<Vec<i32>>, rdkafka::error::KafkaError> {
         topic_partitions(&self.0, topic)
     }
+
+    /// Those of `topics` the cluster does not know.
+    pub fn missing(&self, topics: &[String]) -> Result<Vec<String>, rdkafka::error::KafkaError> {
+        let mut out = Vec::new();
+        for topic in topics {
+            if self.partitions(topic)?.is_none() {
+                out.push(topic.clone());
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// The partition ids of `topic`, or `None` when the broker does not know the topic.

@@ -39,6 +39,27 @@ pub(super) async fn set_sink(
                 format!("the sink cannot be used: {e}"),
             ));
         }
+        // A topic the cluster does not know would stop the pipeline's start.
+        if let Some(probe) = state.broker.clone() {
+            let topics = sink.topics.clone();
+            let missing = tokio::task::spawn_blocking(move || probe.missing(&topics))
+                .await
+                .map_err(|_| ApiError::internal("the sink's topics could not be checked"))?
+                .map_err(|e| {
+                    ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "sink_unreachable",
+                        format!("the Kafka cluster does not answer: {e}"),
+                    )
+                })?;
+            if !missing.is_empty() {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "sink_unreachable",
+                    format!("no such topic: {}; create it first", missing.join(", ")),
+                ));
+            }
+        }
     }
     state.control.set_sink(&tenant, Some(sink.clone()))?;
     tracing::info!(%tenant, topics = ?sink.topics, kind = ?sink.kind, "tenant sink set");

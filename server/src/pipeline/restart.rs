@@ -30,7 +30,7 @@ pub async fn run_with_tenant_sinks(
             .as_ref()
             .map(|c| c.tenant_sinks())
             .unwrap_or_default();
-        let unreachable = unreachable_sinks(&tenant_sinks).await;
+        let unreachable = unreachable_sinks(&config.kafka, &tenant_sinks).await;
         let restart = sinks_changed(
             control.clone(),
             tenant_sinks.clone(),
@@ -74,17 +74,31 @@ fn with_reachable_sinks(
     effective.with_tenant_sinks(&reachable)
 }
 
-/// The tenants' sinks that cannot be opened now, each logged with its reason.
-async fn unreachable_sinks(sinks: &BTreeMap<String, SinkConfig>) -> Vec<String> {
+/// The tenants' sinks that cannot be used now (the sink cannot be opened, or one of its
+/// topics does not exist), each logged with its reason.
+async fn unreachable_sinks(
+    kafka: &crate::config::KafkaConfig,
+    sinks: &BTreeMap<String, SinkConfig>,
+) -> Vec<String> {
     let mut out = Vec::new();
     for (name, sink) in sinks {
         let probe = sink.clone();
-        let reached = tokio::task::spawn_blocking(move || {
-            crate::sink::open(&probe)?.offset_reader()?.stored_offsets()
+        let kafka = kafka.clone();
+        let reached = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            crate::sink::open(&probe)
+                .and_then(|s| s.offset_reader()?.stored_offsets())
+                .map_err(|e| e.to_string())?;
+            let missing = crate::source::BrokerProbe::new(&kafka)
+                .and_then(|broker| broker.missing(&probe.topics))
+                .map_err(|e| e.to_string())?;
+            match missing.is_empty() {
+                true => Ok(()),
+                false => Err(format!("no such topic: {}", missing.join(", "))),
+            }
         })
         .await;
         if let Ok(Err(e)) = reached {
-            tracing::error!(sink = %name, error = %e, "tenant sink unreachable: its topics wait");
+            tracing::error!(sink = %name, error = %e, "tenant sink unusable: its topics wait");
             out.push(name.clone());
         }
     }
