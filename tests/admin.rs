@@ -192,6 +192,11 @@ fn bad_uploads_are_refused_with_their_own_error_and_nothing_is_stored() {
         .expect("components dir")
         .count();
     assert_eq!(stored, 0, "no refused component is stored");
+    let artifacts = std::fs::read_dir(dir.join("wasm-cache")).map_or(0, |d| d.count());
+    assert_eq!(
+        artifacts, 0,
+        "no refused component leaves a compiled artifact"
+    );
 }
 
 /// Upload two versions, activate each, roll back; the state survives a reopen.

@@ -146,8 +146,10 @@ impl Runtime {
                 limit,
             });
         }
+        // Read before compiling: a refused upload costs a parse, and leaves no artifact.
+        check_imports_before_compiling(bytes)?;
         let hash = hex::encode(Sha256::digest(bytes));
-        let component = self.compile_cached(&hash, bytes)?;
+        let (component, compiled_now) = self.cached_or_compiled(&hash, bytes)?;
         for (import, _) in component.component_type().imports(&self.engine) {
             if !ALLOWED_IMPORTS.iter().any(|p| import.starts_with(p)) {
                 return Err(LoadError::ForbiddenImport(import.to_string()));
@@ -158,6 +160,10 @@ impl Runtime {
             .instantiate_pre(&component)
             .and_then(ValidatorPre::new)
             .map_err(|e| LoadError::WrongWorld(format!("{e:#}")))?;
+        // Only a component that passed every check is kept on disk.
+        if compiled_now {
+            self.store_artifact(&hash, &component);
+        }
         Ok(Validator {
             name: name.into(),
             hash: hash.into(),
@@ -171,19 +177,24 @@ impl Runtime {
         })
     }
 
-    fn compile_cached(&self, hash: &str, bytes: &[u8]) -> Result<Component, LoadError> {
-        // The artifact name carries what makes it valid: the content and the engine's
-        // compatibility fingerprint (wasmtime version and settings). wasmtime also
-        // refuses an artifact another version built.
-        let artifact = self.cache_dir.join(format!(
+    /// The artifact's name carries what makes it valid: the content and the engine's
+    /// compatibility fingerprint (wasmtime version and settings). wasmtime also refuses an
+    /// artifact another version built.
+    fn artifact_path(&self, hash: &str) -> PathBuf {
+        self.cache_dir.join(format!(
             "{hash}-{:016x}.cwasm",
             engine_fingerprint(&self.engine)
-        ));
+        ))
+    }
+
+    /// The component from its cached artifact, or compiled now (then `true`).
+    fn cached_or_compiled(&self, hash: &str, bytes: &[u8]) -> Result<(Component, bool), LoadError> {
+        let artifact = self.artifact_path(hash);
         if artifact.exists() {
             // SAFETY: floe wrote this file itself from a component it compiled; artifacts
             // are never accepted from users.
             match unsafe { Component::deserialize_file(&self.engine, &artifact) } {
-                Ok(c) => return Ok(c),
+                Ok(c) => return Ok((c, false)),
                 Err(e) => {
                     tracing::warn!(artifact = %artifact.display(), error = %e, "recompiling unusable artifact")
                 }
@@ -198,6 +209,11 @@ impl Runtime {
             ms = started.elapsed().as_millis() as u64,
             "compiled validator"
         );
+        Ok((component, true))
+    }
+
+    fn store_artifact(&self, hash: &str, component: &Component) {
+        let artifact = self.artifact_path(hash);
         match component.serialize() {
             Ok(serialized) => {
                 let tmp = artifact.with_extension("tmp");
@@ -210,7 +226,6 @@ impl Runtime {
             }
             Err(e) => tracing::warn!(error = %e, "cannot serialize compiled validator"),
         }
-        Ok(component)
     }
 }
 
@@ -399,6 +414,39 @@ fn escape_controls(line: &str) -> String {
             shown
         })
         .collect()
+}
+
+/// Refuses a component whose own imports (not those of the modules and components nested
+/// in it, which it satisfies itself) name an interface outside [`ALLOWED_IMPORTS`].
+/// Anything that does not parse is left to the compiler, which says what is wrong.
+fn check_imports_before_compiling(bytes: &[u8]) -> Result<(), LoadError> {
+    use wasmparser::{Parser, Payload};
+    let mut depth = 0usize;
+    for payload in Parser::new(0).parse_all(bytes) {
+        let Ok(payload) = payload else {
+            return Ok(());
+        };
+        match payload {
+            Payload::ModuleSection { .. } | Payload::ComponentSection { .. } => depth += 1,
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::ComponentImportSection(imports) if depth == 0 => {
+                for import in imports {
+                    let Ok(import) = import else {
+                        return Ok(());
+                    };
+                    let name = import.name.name;
+                    // Interfaces are named `ns:package/…`; plain names are the world's own
+                    // types and functions, which instantiation checks.
+                    let interface = name.contains(':');
+                    if interface && !ALLOWED_IMPORTS.iter().any(|p| name.starts_with(p)) {
+                        return Err(LoadError::ForbiddenImport(name.to_string()));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Cuts `text` to at most `max` bytes on a character boundary.
