@@ -108,6 +108,7 @@ impl TableBatch {
             Some(&idx) => {
                 let older = std::mem::replace(&mut self.pending[idx], row);
                 fill_unavailable(&mut self.pending[idx].change, &older.change);
+                carry_absent_columns(&mut self.pending[idx].change, &older.change);
             }
             None => {
                 self.rows.insert(key, self.pending.len());
@@ -132,6 +133,32 @@ fn fill_unavailable(newer: &mut RowChange, older: &RowChange) {
             *value = older.values[j].clone();
         }
     }
+}
+
+/// A column an older change of the batch carried and the newer one lacks (dropped at the
+/// source since, or generated and not streamed) keeps the older value: the target keeps
+/// a column a change does not carry, and deduplication must not lose the older change's.
+fn carry_absent_columns(newer: &mut RowChange, older: &RowChange) {
+    if older.op == Op::Delete || Arc::ptr_eq(&newer.schema, &older.schema) {
+        return;
+    }
+    let absent: Vec<usize> = (0..older.schema.columns.len())
+        .filter(|&j| {
+            newer
+                .schema
+                .index_of(&older.schema.columns[j].name)
+                .is_none()
+        })
+        .collect();
+    if absent.is_empty() {
+        return;
+    }
+    let mut schema = (*newer.schema).clone();
+    for j in absent {
+        schema.columns.push(older.schema.columns[j].clone());
+        newer.values.push(older.values[j].clone());
+    }
+    newer.schema = Arc::new(schema);
 }
 
 /// Everything one flush applies, in one sink transaction.
@@ -293,6 +320,36 @@ mod tests {
         let row = &b.tables["t"].pending[0];
         assert_eq!(row.change.values[1], Value::Text("long".into()));
         assert_eq!(row.change.values[2], Value::Int(2));
+    }
+
+    #[test]
+    fn a_column_the_newer_change_lacks_keeps_the_older_changes_value() {
+        let mut b = Batch::default();
+        b.add_row(
+            change(Op::Read, 1, Value::Text("generated".into()), 1),
+            &"x".into(),
+            0,
+            0,
+        );
+        // The same row streamed later: the schema lacks `bio` (generated, not streamed).
+        let mut later = change(Op::Update, 1, Value::Null, 2);
+        later.schema = Arc::new(TableSchema {
+            columns: vec![
+                later.schema.columns[0].clone(),
+                later.schema.columns[2].clone(),
+            ],
+            key: vec![0],
+        });
+        later.values = vec![Value::Int(1), Value::Int(2)];
+        b.add_row(later, &"x".into(), 0, 1);
+        let row = &b.tables["t"].pending[0].change;
+        assert_eq!(row.op, Op::Update);
+        let bio = row.schema.index_of("bio").expect("bio carried over");
+        assert_eq!(row.values[bio], Value::Text("generated".into()));
+        assert_eq!(
+            row.values[row.schema.index_of("n").expect("n")],
+            Value::Int(2)
+        );
     }
 
     #[test]
