@@ -27,11 +27,9 @@ pub(super) async fn set_sink(
         .sink;
     if current.as_ref() != Some(&sink) {
         let probe = sink.clone();
-        let reached = tokio::task::spawn_blocking(move || {
-            crate::sink::open(&probe)?.offset_reader()?.stored_offsets()
-        })
-        .await
-        .map_err(|_| ApiError::internal("the sink could not be checked"))?;
+        let reached = tokio::task::spawn_blocking(move || crate::sink::probe(&probe))
+            .await
+            .map_err(|_| ApiError::internal("the sink could not be checked"))?;
         if let Err(e) = reached {
             return Err(ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,

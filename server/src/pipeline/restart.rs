@@ -81,16 +81,22 @@ async fn unreachable_sinks(
     sinks: &BTreeMap<String, SinkConfig>,
 ) -> Vec<String> {
     let mut out = Vec::new();
+    if sinks.is_empty() {
+        return out;
+    }
+    let broker = match crate::source::BrokerProbe::new(kafka) {
+        Ok(broker) => Arc::new(broker),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot ask the cluster for the tenants' topics");
+            return sinks.keys().cloned().collect();
+        }
+    };
     for (name, sink) in sinks {
         let probe = sink.clone();
-        let kafka = kafka.clone();
+        let broker = broker.clone();
         let reached = tokio::task::spawn_blocking(move || -> Result<(), String> {
-            crate::sink::open(&probe)
-                .and_then(|s| s.offset_reader()?.stored_offsets())
-                .map_err(|e| e.to_string())?;
-            let missing = crate::source::BrokerProbe::new(&kafka)
-                .and_then(|broker| broker.missing(&probe.topics))
-                .map_err(|e| e.to_string())?;
+            crate::sink::probe(&probe).map_err(|e| e.to_string())?;
+            let missing = broker.missing(&probe.topics).map_err(|e| e.to_string())?;
             match missing.is_empty() {
                 true => Ok(()),
                 false => Err(format!("no such topic: {}", missing.join(", "))),

@@ -4,6 +4,7 @@ pub mod duckdb;
 pub mod snowflake;
 
 use crate::batch::{Batch, TableBatch};
+use crate::change::{Column, ColumnType};
 use crate::config::{SinkConfig, SinkKind};
 
 /// Why a sink could not apply a batch. The category decides whether floe retries.
@@ -82,4 +83,35 @@ pub fn open(config: &SinkConfig) -> Result<Box<dyn Sink>, SinkError> {
             config.soft_delete,
         )?),
     })
+}
+
+/// Opens the sink and reads its stored offsets: whether it can be used now.
+pub fn probe(config: &SinkConfig) -> Result<(), SinkError> {
+    open(config)?.offset_reader()?.stored_offsets().map(|_| ())
+}
+
+/// How a target column that holds `held` takes the change's column `c` (both sinks decide
+/// alike; only the ALTER differs): the column to stage the batch as, and the wider type
+/// the target column must become first, if any. Types the target spells alike need
+/// nothing; types no type holds both keep the target's, and each value is cast to it, so
+/// NULLs and values that convert load and the others are refused one by one.
+pub(crate) fn fit_column(
+    c: &Column,
+    held: &ColumnType,
+    target_type: impl Fn(&ColumnType) -> String,
+) -> (Column, Option<ColumnType>) {
+    let column = |ty: ColumnType| Column {
+        name: c.name.clone(),
+        ty,
+    };
+    if target_type(held) == target_type(&c.ty) {
+        return (c.clone(), None);
+    }
+    match held.widen(&c.ty) {
+        None => (column(held.clone()), None),
+        Some(wider) => {
+            let alter = (target_type(&wider) != target_type(held)).then(|| wider.clone());
+            (column(wider), alter)
+        }
+    }
 }

@@ -200,20 +200,9 @@ impl DuckDbSink {
         let Some(held) = column_type(held_type) else {
             return Ok(c.clone());
         };
-        // Types that are one column type here (text and unscaled decimals) need nothing.
-        if target_type(&held) == target_type(&c.ty) {
-            return Ok(c.clone());
-        }
-        // No type holds both: the column keeps its own and each value is cast to it, so
-        // NULLs and values that convert load, and the others are refused one by one.
-        let Some(wider) = held.widen(&c.ty) else {
-            return Ok(Column {
-                name: c.name.clone(),
-                ty: held,
-            });
-        };
-        let wider_type = target_type(&wider);
-        if wider_type != target_type(&held) {
+        let (column, alter) = super::fit_column(c, &held, target_type);
+        if let Some(wider) = alter {
+            let wider_type = target_type(&wider);
             self.conn
                 .execute_batch(&format!(
                     "ALTER TABLE {} ALTER COLUMN {} TYPE {wider_type}",
@@ -224,10 +213,7 @@ impl DuckDbSink {
             tracing::info!(table, column = %c.name, from = held_type, to = %wider_type, "widened column");
             self.tables.remove(table);
         }
-        Ok(Column {
-            name: c.name.clone(),
-            ty: wider,
-        })
+        Ok(column)
     }
 
     fn merge_table(

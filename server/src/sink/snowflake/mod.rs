@@ -145,28 +145,15 @@ impl SnowflakeSink {
         let Some(held_ty) = &held.ty else {
             return Ok(c.clone());
         };
-        if target_type(held_ty) == target_type(&c.ty) {
-            return Ok(c.clone());
-        }
-        // No type holds both: the column keeps its own and each value is cast to it, so
-        // NULLs and values that convert load, and the others are refused one by one.
-        let Some(wider) = held_ty.widen(&c.ty) else {
-            return Ok(Column {
-                name: c.name.clone(),
-                ty: held_ty.clone(),
-            });
-        };
-        if target_type(&wider) != target_type(held_ty) {
+        let (column, alter) = super::fit_column(c, held_ty, target_type);
+        if let Some(wider) = alter {
             for statement in sql::widen_column(table, &c.name, held_ty, &wider) {
                 self.client.execute(&statement)?;
             }
             tracing::info!(table, column = %c.name, from = %target_type(held_ty),
                 to = %target_type(&wider), "widened column");
         }
-        Ok(Column {
-            name: c.name.clone(),
-            ty: wider,
-        })
+        Ok(column)
     }
 
     /// Completes a column rebuild a crash interrupted: the new column replaces the old
